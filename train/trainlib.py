@@ -1,0 +1,270 @@
+"""Small, generic training utilities shared by the trainers in `train/`.
+
+    cfg = load_config("train/configs/spae_tiny.py", ["optim.lr=1e-3"])
+    mesh = make_mesh()                                # one axis, "data"
+    batch = shard_batch({"image": x}, mesh)           # axis 0 split over "data"
+    ckpt = Checkpointer(workdir)                      # Orbax CheckpointManager
+    ckpt.save(step, state, extra={"loader": loader.get_state()})
+    restored = ckpt.restore(abstract_state)           # (step, state, extra) | None
+    check_finite(step, metrics)                       # FloatingPointError on NaN/Inf
+    MetricsWriter(workdir).write(step, metrics)       # workdir/metrics.jsonl
+
+Model and optimizer state travel as plain pytrees of arrays: use
+`nnx.split(model)` / `nnx.state(optimizer)` to get them and `nnx.update` to put them back.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import json
+import os
+import sys
+from typing import Any, Iterable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = [
+    "Config", "load_config", "apply_overrides", "make_mesh", "data_sharding",
+    "replicated_sharding", "shard_batch", "Checkpointer", "check_finite",
+    "MetricsWriter", "progress", "to_host_scalars",
+]
+
+
+# ----------------------------------------------------------------------------- config
+
+
+class Config(dict):
+    """A dict whose keys are also attributes (nested dicts become Configs)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def __setitem__(self, key, value):
+        if isinstance(value, dict) and not isinstance(value, Config):
+            value = Config(value)
+        super().__setitem__(key, value)
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"config has no field {name!r}; fields: {sorted(self.keys())}") from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __deepcopy__(self, memo):
+        return Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+    def to_dict(self) -> dict:
+        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as `model.act=gelu`
+
+
+def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """Apply "a.b=3" overrides in place; the key path must already exist."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like 'a.b=value'")
+        path, text = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = config
+        for k in keys[:-1]:
+            if not isinstance(node, dict) or k not in node:
+                raise KeyError(f"override {item!r}: no config field {path!r} (missing {k!r})")
+            node = node[k]
+        if not isinstance(node, dict) or keys[-1] not in node:
+            raise KeyError(f"override {item!r}: no config field {path!r}; "
+                           f"available here: {sorted(node) if isinstance(node, dict) else node!r}")
+        node[keys[-1]] = _parse_value(text.strip())
+    return config
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
+    """Load `get_config()` from a Python file and apply "a.b=3" overrides."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found (expected e.g. train/configs/<name>.py)")
+    name = "_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file {path!r} defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, Config):
+        config = Config(config)
+    return apply_overrides(config, overrides)
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh with axis "data" over the first `num_devices` devices (default: all)."""
+    devices = jax.devices()
+    n = len(devices) if num_devices is None else int(num_devices)
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"asked for {n} devices but {len(devices)} are visible; on CPU set "
+                         "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
+    return Mesh(np.asarray(devices[:n]), ("data",))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Axis 0 split over "data", other axes replicated."""
+    return NamedSharding(mesh, P("data"))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Place every array of `batch` on `mesh`, axis 0 split over "data"."""
+    n = mesh.shape["data"]
+    sharding = data_sharding(mesh)
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value) if not isinstance(value, jax.Array) else value
+        if value.ndim == 0 or value.shape[0] % n:
+            raise ValueError(f"batch[{key!r}] has shape {value.shape}; its leading (batch) axis "
+                             f"must be a multiple of the {n} devices of the 'data' axis")
+        out[key] = jax.device_put(value, sharding)
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class Checkpointer:
+    """Orbax CheckpointManager holding a state pytree plus a JSON `extra` dict.
+
+    `extra` carries what is not an array: the data iterator's state, the config, ...
+    Scalars in `state` must be 0-d arrays (`np.array(7, np.int32)`), not NumPy scalars.
+    """
+
+    def __init__(self, workdir: str, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        os.makedirs(self.directory, exist_ok=True)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, extra: dict | None = None, wait: bool = True) -> None:
+        ocp = self._ocp
+        self.manager.save(int(step), args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            extra=ocp.args.JsonSave(dict(extra or {})),
+        ))
+        if wait:
+            self.manager.wait_until_finished()
+
+    def restore(self, abstract_state: Any, step: int | None = None):
+        """-> (step, state, extra) from the latest (or given) checkpoint, or None if none.
+
+        `abstract_state` is a pytree of arrays or `jax.ShapeDtypeStruct`s (with shardings
+        to restore sharded) shaped like the saved state.
+        """
+        ocp = self._ocp
+        step = self.manager.latest_step() if step is None else step
+        if step is None:
+            return None
+        abstract = jax.tree.map(_as_abstract, abstract_state)
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract),
+                extra=ocp.args.JsonRestore(),
+            ))
+        except Exception as e:  # corrupt or mismatching checkpoint: say what to do
+            raise RuntimeError(
+                f"could not restore checkpoint step {step} from {self.directory}: {e}\n"
+                "If the model/config changed, use a fresh --workdir or delete that folder.") from e
+        return step, out["state"], dict(out["extra"] or {})
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _as_abstract(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    x = np.asarray(x)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def to_host_scalars(metrics: dict) -> dict:
+    """Device scalars -> Python floats (ints stay ints)."""
+    out = {}
+    for k, v in metrics.items():
+        a = np.asarray(jax.device_get(v))
+        if a.size != 1:
+            continue
+        out[k] = int(a) if np.issubdtype(a.dtype, np.integer) else float(a)
+    return out
+
+
+def check_finite(step: int, metrics: dict) -> None:
+    """Raise FloatingPointError naming the non-finite metrics of `step`."""
+    bad = {}
+    for k, v in metrics.items():
+        a = np.asarray(jax.device_get(v), dtype=np.float64)
+        if not np.all(np.isfinite(a)):
+            bad[k] = a.tolist() if a.size == 1 else f"{int((~np.isfinite(a)).sum())} non-finite values"
+    if bad:
+        raise FloatingPointError(
+            f"non-finite metrics at step {step}: {bad}. Training stopped; the last checkpoint is "
+            "intact. Lower the learning rate, check the input data, or resume from the checkpoint.")
+
+
+class MetricsWriter:
+    """Append one JSON line per `write(step, metrics)` to workdir/metrics.jsonl."""
+
+    def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, filename)
+
+    def write(self, step: int, metrics: dict) -> None:
+        record = {"step": int(step), **to_host_scalars(metrics)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+def progress(iterable=None, total=None, desc=None, initial=0, disable=None):
+    """tqdm progress bar, disabled when stderr is not a terminal (unless disable=False)."""
+    from tqdm.auto import tqdm
+
+    if disable is None:
+        disable = not sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable,
+                dynamic_ncols=True)
