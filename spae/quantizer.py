@@ -1,0 +1,194 @@
+"""Streaming average quantization (SAQ) of a latent grid into a frozen token codebook.
+
+Pyramid layout. Layer l (1-based) with stride s_l sees the latent grid z (B, h, w, d)
+subsampled by dilation: positions (i*s_l + s_l//2, j*s_l + s_l//2), a grid of
+(h/s_l, w/s_l) tokens. Each token stands for the s_l x s_l block around it.
+
+SAQ rule. With zhat_{l-1} the running average of the embeddings chosen at layers 1..l-1
+(full resolution; each token repeated over its block), layer l picks, at each of its positions,
+
+    k_l = argmin_k || e(k) - (l * z - (l - 1) * zhat_{l-1}) ||        (on layer l's grid)
+    zhat_l = ((l - 1) * zhat_{l-1} + up(e(k_l))) / l                   (full resolution)
+
+so zhat_l is the mean of the l embeddings chosen above each position, and any prefix of
+layers is an average of real word embeddings.
+
+Straight-through: the returned zhat_l carries the exact value of the average forward and
+passes its gradient unchanged to z backward. Nearest-neighbour search is chunked over the
+vocabulary with matmul distances: memory (tokens x chunk), never (tokens x vocab x d).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "saq_quantize", "saq_quantize_aux", "nearest_code", "subsample", "upsample",
+    "layer_shapes", "check_strides", "embed_pyramid",
+]
+
+DEFAULT_CHUNK = 8192
+
+
+def check_strides(h: int, w: int, strides: Sequence[int]) -> None:
+    if len(strides) == 0:
+        raise ValueError("strides must name at least one pyramid layer, e.g. [4, 2, 1, 1]")
+    for s in strides:
+        if int(s) < 1 or h % int(s) or w % int(s):
+            raise ValueError(f"stride {s} does not divide the latent grid {h}x{w}; "
+                             f"strides {list(strides)} must all divide it")
+
+
+def layer_shapes(h: int, w: int, strides: Sequence[int]) -> list[tuple[int, int]]:
+    """Token grid (h_l, w_l) of each pyramid layer."""
+    check_strides(h, w, strides)
+    return [(h // s, w // s) for s in strides]
+
+
+def subsample(x: jax.Array, s: int) -> jax.Array:
+    """Dilation subsampling: (B, h, w, d) -> (B, h/s, w/s, d), the centre of each s x s block."""
+    o = s // 2
+    return x[:, o::s, o::s, :]
+
+
+def upsample(x: jax.Array, s: int) -> jax.Array:
+    """Nearest upsampling: (B, h/s, w/s, d) -> (B, h, w, d), each token over its s x s block."""
+    if s == 1:
+        return x
+    return jnp.repeat(jnp.repeat(x, s, axis=1), s, axis=2)
+
+
+def nearest_code(x: jax.Array, codebook: jax.Array, chunk_size: int | None = DEFAULT_CHUNK,
+                 precision=None) -> jax.Array:
+    """Index of the nearest codebook row (Euclidean) for each row of x.
+
+    x: (N, d); codebook: (V, d) -> (N,) int32. Ties go to the lowest index.
+    Scores 0.5*||e||^2 - x.e (same argmin as ||e - x||^2), computed chunk by chunk over the
+    vocabulary with a running minimum, so memory is O(N * chunk_size).
+    """
+    if x.ndim != 2 or codebook.ndim != 2 or x.shape[1] != codebook.shape[1]:
+        raise ValueError(f"nearest_code wants x (N, d) and codebook (V, d); got {x.shape} and {codebook.shape}")
+    x = jax.lax.stop_gradient(x)
+    codebook = jax.lax.stop_gradient(codebook).astype(x.dtype)
+    v, d = codebook.shape
+    c = v if chunk_size is None else max(1, min(int(chunk_size), v))
+    n_chunks = math.ceil(v / c)
+    half_norm = 0.5 * jnp.sum(jnp.square(codebook.astype(jnp.float32)), axis=1)  # (V,)
+    pad = n_chunks * c - v
+    if pad:
+        codebook = jnp.pad(codebook, ((0, pad), (0, 0)))
+        half_norm = jnp.pad(half_norm, (0, pad), constant_values=jnp.inf)
+    cb = codebook.reshape(n_chunks, c, d)          # (C, c, d)
+    hn = half_norm.reshape(n_chunks, c)            # (C, c)
+
+    def score(cb_c, hn_c):                          # -> (N, c)
+        dots = jnp.einsum("nd,kd->nk", x, cb_c, precision=precision,
+                          preferred_element_type=jnp.float32)
+        return hn_c[None, :] - dots
+
+    if n_chunks == 1:
+        return jnp.argmin(score(cb[0], hn[0]), axis=1).astype(jnp.int32)
+
+    def body(carry, inputs):
+        best_val, best_idx = carry
+        cb_c, hn_c, offset = inputs
+        s = score(cb_c, hn_c)
+        idx = jnp.argmin(s, axis=1)
+        val = jnp.take_along_axis(s, idx[:, None], axis=1)[:, 0]
+        better = val < best_val                      # strict: earlier chunk wins ties
+        return (jnp.where(better, val, best_val),
+                jnp.where(better, idx.astype(jnp.int32) + offset, best_idx)), None
+
+    n = x.shape[0]
+    init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
+    offsets = jnp.arange(n_chunks, dtype=jnp.int32) * c
+    (_, best_idx), _ = jax.lax.scan(body, init, (cb, hn, offsets))
+    return best_idx
+
+
+@jax.custom_vjp
+def _straight_through(z, q):
+    """Value q, gradient passed to z unchanged (and none to q)."""
+    return q
+
+
+def _st_fwd(z, q):
+    return q, None
+
+
+def _st_bwd(_, g):
+    return g, jnp.zeros_like(g)
+
+
+_straight_through.defvjp(_st_fwd, _st_bwd)
+
+
+def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,
+                     chunk_size: int | None = DEFAULT_CHUNK, precision=None):
+    """SAQ with auxiliary outputs.
+
+    z: (B, h, w, d) float; codebook: (V, d); strides: one int per layer, each dividing h and w.
+    Returns (ids, zhat, aux):
+      ids:  list of (B, h_l, w_l) int32, one per layer
+      zhat: list of (B, h, w, d) running averages (straight-through to z)
+      aux:  dict with
+        "targets":    list of (B, h_l, w_l, d), the vector layer l matched (l*z - (l-1)*zhat_{l-1}),
+                      differentiable in z (used by the semantic loss)
+        "commit":     (L,) per-layer commitment loss mean ||z - sg(zhat_l)||^2 (per element)
+        "usage":      (L,) number of distinct codes used by each layer in this batch
+    """
+    if z.ndim != 4:
+        raise ValueError(f"saq_quantize wants z of shape (B, h, w, d); got {z.shape}")
+    if codebook.ndim != 2 or codebook.shape[1] != z.shape[-1]:
+        raise ValueError(f"codebook must be (V, d={z.shape[-1]}); got {codebook.shape}")
+    b, h, w, d = z.shape
+    check_strides(h, w, strides)
+    codebook = jax.lax.stop_gradient(codebook)
+    v = codebook.shape[0]
+
+    ids, zhats, targets, commits, usages = [], [], [], [], []
+    zhat_prev = jnp.zeros_like(z)                      # (B, h, w, d)
+    for l, s in enumerate(strides, start=1):
+        s = int(s)
+        target = l * subsample(z, s) - (l - 1) * subsample(jax.lax.stop_gradient(zhat_prev), s)
+        hl, wl = target.shape[1:3]
+        k = nearest_code(target.reshape(-1, d), codebook, chunk_size, precision)
+        k = k.reshape(b, hl, wl)                        # (B, h_l, w_l)
+        e = jnp.take(codebook, k, axis=0).astype(z.dtype)  # (B, h_l, w_l, d)
+        zhat_l = ((l - 1) * zhat_prev + upsample(e, s)) / l
+        ids.append(k)
+        targets.append(target)
+        zhats.append(_straight_through(z, zhat_l))
+        commits.append(jnp.mean(jnp.square(z - jax.lax.stop_gradient(zhat_l))))
+        usages.append(jnp.sum(jnp.zeros((v,), jnp.int32).at[k.reshape(-1)].set(1)))
+        zhat_prev = zhat_l
+    aux = {"targets": targets, "commit": jnp.stack(commits), "usage": jnp.stack(usages)}
+    return ids, zhats, aux
+
+
+def saq_quantize(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,
+                 chunk_size: int | None = DEFAULT_CHUNK, precision=None):
+    """ids, zhat = saq_quantize(z (B,h,w,d), codebook (V,d), strides e.g. [16,8,4,2,1,1]).
+
+    ids: list of (B, h_l, w_l) int32 arrays, one per layer; zhat: list of (B, h, w, d)
+    running averages (straight-through gradients to z). See the module docstring.
+    """
+    ids, zhat, _ = saq_quantize_aux(z, codebook, strides, chunk_size=chunk_size, precision=precision)
+    return ids, zhat
+
+
+def embed_pyramid(ids: Sequence[jax.Array], codebook: jax.Array, strides: Sequence[int],
+                  layers: int | None = None) -> jax.Array:
+    """Running average (B, h, w, d) of the first `layers` layers of a pyramid of ids."""
+    layers = len(ids) if layers is None else int(layers)
+    if not 1 <= layers <= len(ids):
+        raise ValueError(f"layers must be in 1..{len(ids)}; got {layers}")
+    zhat = None
+    for l, (k, s) in enumerate(zip(ids[:layers], strides[:layers]), start=1):
+        e = upsample(jnp.take(codebook, k, axis=0), int(s))  # same recursion as saq_quantize
+        zhat = e if zhat is None else ((l - 1) * zhat + e) / l
+    return zhat
