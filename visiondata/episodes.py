@@ -1,0 +1,205 @@
+"""Few-shot N-way K-shot episodes, sampled once and saved as CSV so every method is scored on
+the same episodes.
+
+    from visiondata import episodes, fashion_mnist
+    _, labels = fashion_mnist.load("test")
+    eps = episodes.sample(labels, ways=5, shots=1, queries=1, n_episodes=100, seed=0)
+    episodes.write_csv("episodes.csv", eps, dataset="fashion_mnist", split="test")
+    eps = episodes.read_csv("episodes.csv")
+
+An `Episode` holds `classes` (N distinct dataset labels), `support` / `query` (indices into the
+dataset split, grouped by class in `classes` order: K then M per class) and their labels.
+In each episode the classes are distinct, supports and queries are disjoint, and every class
+has exactly `shots` supports and `queries` queries. `queries` is per class.
+
+CSV, one row per example:
+    episode,role,dataset,split,index,label,class_name
+    0,support,fashion_mnist,test,4123,7,sneaker
+`index` points into the dataset split as loaded by this package: `fashion_mnist.load(split)`,
+or, for dataset "scenes", image `index` of `scenes.generate(..., seed=0, split=split)`
+(dataset "scenes:<seed>" for another seed; an image does not depend on n or size).
+
+Command line:
+    python -m visiondata.episodes --dataset fashion_mnist --ways 5 --shots 1 --queries 1 \
+        --episodes 100 --seed 0 --out episodes.csv [--split test]
+    python -m visiondata.episodes --dataset scenes --split test --num-scenes 2000 ... --out e.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from visiondata.errors import DataError, MissingDataError
+
+CSV_FIELDS = ["episode", "role", "dataset", "split", "index", "label", "class_name"]
+
+
+@dataclasses.dataclass
+class Episode:
+    classes: np.ndarray          # int64 (N,) distinct labels, in support/query order
+    support: np.ndarray          # int64 (N*K,) dataset indices, class-major
+    support_labels: np.ndarray   # int64 (N*K,)
+    query: np.ndarray            # int64 (N*M,) dataset indices, class-major
+    query_labels: np.ndarray     # int64 (N*M,)
+    dataset: str | None = None
+    split: str | None = None
+    class_names: list | None = None  # names of `classes`, when known
+
+    @property
+    def ways(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shots(self) -> int:
+        return len(self.support) // max(1, len(self.classes))
+
+    @property
+    def queries(self) -> int:
+        return len(self.query) // max(1, len(self.classes))
+
+
+def sample(labels, ways: int, shots: int, queries: int, n_episodes: int, seed: int = 0) -> list[Episode]:
+    """`n_episodes` N-way K-shot episodes with M queries per class from int labels (N_data,)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array; got {labels.dtype} {labels.shape}")
+    if min(ways, shots, queries) < 1 or n_episodes < 0:
+        raise ValueError(f"need ways, shots, queries >= 1 and n_episodes >= 0; got {ways}, {shots}, {queries}, {n_episodes}")
+    need = shots + queries
+    pools = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+    eligible = np.array(sorted(c for c, idx in pools.items() if len(idx) >= need), np.int64)
+    if len(eligible) < ways:
+        raise ValueError(
+            f"only {len(eligible)} classes have at least shots+queries={need} examples; "
+            f"{ways}-way episodes need {ways}"
+        )
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_episodes):
+        classes = rng.choice(eligible, size=ways, replace=False)
+        sup, qry = [], []
+        for c in classes:
+            picked = rng.choice(pools[int(c)], size=need, replace=False)
+            sup.append(picked[:shots])
+            qry.append(picked[shots:])
+        out.append(Episode(
+            classes=classes.astype(np.int64),
+            support=np.concatenate(sup).astype(np.int64), support_labels=np.repeat(classes, shots).astype(np.int64),
+            query=np.concatenate(qry).astype(np.int64), query_labels=np.repeat(classes, queries).astype(np.int64),
+        ))
+    return out
+
+
+def _scene_seed(dataset: str) -> int:
+    if dataset == "scenes":
+        return 0
+    try:
+        return int(dataset.split(":", 1)[1])
+    except (IndexError, ValueError) as e:
+        raise ValueError(f"scene dataset names are 'scenes' or 'scenes:<seed>'; got {dataset!r}") from e
+
+
+def known_class_names(dataset: str) -> list[str] | None:
+    if dataset == "fashion_mnist":
+        from visiondata import fashion_mnist
+
+        return list(fashion_mnist.CLASS_NAMES)
+    if dataset.startswith("scenes"):
+        from visiondata import scenes
+
+        return list(scenes.CLASS_NAMES)
+    return None
+
+
+def write_csv(path, episodes: list[Episode], dataset: str, split: str, class_names=None) -> None:
+    """Write episodes, one row per example (see the module docstring)."""
+    names = class_names if class_names is not None else known_class_names(dataset)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_FIELDS)
+        for e_i, ep in enumerate(episodes):
+            for role, idx, lab in (("support", ep.support, ep.support_labels), ("query", ep.query, ep.query_labels)):
+                for i, y in zip(idx, lab):
+                    w.writerow([e_i, role, dataset, split, int(i), int(y), names[int(y)] if names else ""])
+
+
+def read_csv(path) -> list[Episode]:
+    """Read episodes written by `write_csv`; `DataError` for a malformed file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingDataError(f"episode CSV not found: {path}")
+    rows: dict[int, dict] = {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CSV_FIELDS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: episode CSV lacks columns {missing}; expected header {','.join(CSV_FIELDS)}")
+            for line, r in enumerate(reader, start=2):
+                try:
+                    e, idx, lab = int(r["episode"]), int(r["index"]), int(r["label"])
+                except (TypeError, ValueError) as ex:
+                    raise DataError(f"{path}, line {line}: episode, index and label must be integers ({ex})") from ex
+                if r["role"] not in ("support", "query"):
+                    raise DataError(f"{path}, line {line}: role must be 'support' or 'query'; got {r['role']!r}")
+                ep = rows.setdefault(e, {"support": [], "query": [], "dataset": r["dataset"], "split": r["split"],
+                                         "names": {}})
+                ep[r["role"]].append((idx, lab))
+                ep["names"][lab] = r["class_name"]
+    except UnicodeDecodeError as ex:
+        raise DataError(f"{path}: not a text CSV file ({ex})") from ex
+    out = []
+    for e in sorted(rows):
+        r = rows[e]
+        classes = list(dict.fromkeys(lab for _, lab in r["support"] + r["query"]))
+        out.append(Episode(
+            classes=np.array(classes, np.int64),
+            support=np.array([i for i, _ in r["support"]], np.int64),
+            support_labels=np.array([y for _, y in r["support"]], np.int64),
+            query=np.array([i for i, _ in r["query"]], np.int64),
+            query_labels=np.array([y for _, y in r["query"]], np.int64),
+            dataset=r["dataset"], split=r["split"], class_names=[r["names"][c] for c in classes],
+        ))
+    return out
+
+
+def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarray:
+    """Labels of a dataset split as the CSV's `index` refers to them: int64 (N,)."""
+    if dataset == "fashion_mnist":
+        from visiondata import fashion_mnist
+
+        return fashion_mnist.load(split)[1]
+    if dataset.startswith("scenes"):
+        from visiondata import scenes
+
+        return scenes.labels(num_scenes, seed=_scene_seed(dataset), split=split)
+    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes or scenes:<seed>")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m visiondata.episodes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, help="fashion_mnist | scenes | scenes:<seed>")
+    p.add_argument("--split", default="test", help="fashion_mnist: train|test; scenes: train|test|heldout")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=1, help="queries per class")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-scenes", type=int, default=2000, help="scenes only: size of the pool to sample from")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    labels = dataset_labels(a.dataset, a.split, a.num_scenes)
+    eps = sample(labels, a.ways, a.shots, a.queries, a.episodes, a.seed)
+    write_csv(a.out, eps, a.dataset, a.split)
+    print(f"wrote {len(eps)} episodes ({a.ways}-way {a.shots}-shot, {a.queries} queries/class) "
+          f"from {a.dataset}/{a.split} to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
