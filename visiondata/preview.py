@@ -1,0 +1,107 @@
+"""Contact sheets: a PNG grid of samples with their captions / labels under each image.
+
+    python -m visiondata.preview --dataset scenes|fashion_mnist|photos --out sheet.png [--seed N]
+        [--n 16] [--size 64] [--split train] [--background plain|photo|mixed] [--cols 4]
+
+    from visiondata import preview
+    preview.contact_sheet(images, texts, cols=4) -> uint8 (H, W, 3)   # images uint8 (N, h, w, 3|none)
+
+Scenes show their label, one caption and one question with its answer; Fashion-MNIST shows the
+class name and the index in its split (a seeded random sample); photos show their names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+CELL = 192      # pixels per image in the sheet
+LINE = 14       # text line height
+CHARS = 30      # wrap width in characters
+
+
+def _font():
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def contact_sheet(images: np.ndarray, texts: list[str], cols: int = 4, cell: int = CELL,
+                  text_lines: int = 5) -> np.ndarray:
+    """Grid of images (nearest-neighbour upscaled to `cell`) with wrapped text below each."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise ValueError(f"contact_sheet wants uint8 (N, H, W) or (N, H, W, 3); got {images.dtype} {images.shape}")
+    if images.ndim == 3:
+        images = np.repeat(images[..., None], 3, axis=-1)
+    if len(texts) != len(images):
+        raise ValueError(f"{len(images)} images but {len(texts)} texts")
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    pad = 6
+    cell_h = cell + pad + text_lines * LINE + pad
+    sheet = Image.new("RGB", (cols * (cell + pad) + pad, rows * cell_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    for i, (im, text) in enumerate(zip(images, texts)):
+        r, c = divmod(i, cols)
+        x, y = pad + c * (cell + pad), pad + r * cell_h
+        sheet.paste(Image.fromarray(im).resize((cell, cell), Image.NEAREST), (x, y))
+        lines = []
+        for para in str(text).split("\n"):
+            lines.extend(textwrap.wrap(para, CHARS) or [""])
+        for k, line in enumerate(lines[:text_lines]):
+            draw.text((x, y + cell + pad // 2 + k * LINE), line, fill=(0, 0, 0), font=font)
+    return np.asarray(sheet)
+
+
+def samples(dataset: str, n: int = 16, seed: int = 0, size: int = 64, split: str = "train",
+            background: str = "mixed") -> tuple[np.ndarray, list[str]]:
+    """(images, texts) to show for a dataset."""
+    if dataset == "scenes":
+        from visiondata import scenes
+
+        s = scenes.generate(n, size=size, seed=seed, split=split, background=background)
+        texts = []
+        for i in range(n):
+            q, a = s.qa[i][int(np.random.default_rng([seed, i]).integers(len(s.qa[i])))]
+            texts.append(f"[{s.class_names[s.labels[i]]}]\n{s.captions[i][0]}\nQ: {q} A: {a}")
+        return s.images, texts
+    if dataset == "fashion_mnist":
+        from visiondata import fashion_mnist
+
+        split = split if split in ("train", "test") else "test"
+        x, y = fashion_mnist.load(split)
+        idx = np.sort(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+        return x[idx], [f"{fashion_mnist.CLASS_NAMES[y[i]]}\n{split} #{i}" for i in idx]
+    if dataset == "photos":
+        from visiondata import photos
+
+        x = photos.load(size)
+        return x[:n], photos.NAMES[:n]
+    raise ValueError(f"unknown dataset {dataset!r}; expected scenes, fashion_mnist or photos")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m visiondata.preview", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, choices=["scenes", "fashion_mnist", "photos"])
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--size", type=int, default=64, help="scenes and photos: image size")
+    p.add_argument("--split", default="train")
+    p.add_argument("--background", default="mixed", choices=["plain", "photo", "mixed"], help="scenes only")
+    p.add_argument("--cols", type=int, default=4)
+    a = p.parse_args(argv)
+    images, texts = samples(a.dataset, a.n, a.seed, a.size, a.split, a.background)
+    sheet = contact_sheet(images, texts, cols=a.cols, text_lines=8 if a.dataset == "scenes" else 2)
+    Image.fromarray(sheet).save(a.out)
+    print(f"wrote {a.out}: {len(texts)} {a.dataset} samples, {sheet.shape[1]}x{sheet.shape[0]} px")
+
+
+if __name__ == "__main__":
+    main()
