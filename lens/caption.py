@@ -1,0 +1,144 @@
+"""`Captioner`: the trained captioner model + its vocabulary + jitted decoding + save/load.
+
+    cap = Captioner.load()                       # the shipped checkpoint, lens/pretrained/captioner
+    cap.caption(images)            -> list[str]  # beam search, one global caption per image
+    cap.sample(images, n=5)        -> list[list[str]]  # top-k sampling, N "intensive" captions
+
+Detokenising needs the LLM's tokenizer: pass `decode=llm.decode` (or any ids -> str); by
+default the LLM is loaded with `backbones.load_llm()` on first use.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from lens import decoding
+from lens.caption_vocab import BOS, EOS, PAD, UNK, CaptionVocab
+from lens.captioner import CaptionerConfig, CaptionerModel
+from lens.images import prepare_images
+
+DEFAULT_DIR = Path(__file__).parent / "pretrained" / "captioner"
+
+
+def _flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
+    state = nnx.state(model, nnx.Param)
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}
+
+
+def _default_decode():
+    from backbones import load_llm
+
+    return load_llm("smollm2-135m").decode
+
+
+class Captioner:
+    def __init__(self, model: CaptionerModel, vocab: CaptionVocab, decode: Callable[[list[int]], str] | None = None,
+                 meta: dict | None = None):
+        if model.cfg.vocab_size != len(vocab):
+            raise ValueError(f"model vocab_size {model.cfg.vocab_size} != vocabulary size {len(vocab)}")
+        self.model, self.vocab, self.meta = model, vocab, dict(meta or {})
+        self._decode = decode
+        self._graphdef, self._state = nnx.split(model)
+
+    @property
+    def cfg(self) -> CaptionerConfig:
+        return self.model.cfg
+
+    @property
+    def decode_fn(self) -> Callable[[list[int]], str]:
+        if self._decode is None:
+            self._decode = _default_decode()
+        return self._decode
+
+    def refresh(self):
+        """Call after the model's parameters changed (e.g. during training)."""
+        self._graphdef, self._state = nnx.split(self.model)
+
+    # -- jitted decoding -----------------------------------------------------------------
+    @functools.partial(jax.jit, static_argnums=(0, 3, 4))
+    def _beam(self, state, images, beam: int, length_penalty: float):
+        model = nnx.merge(self._graphdef, state)
+        b = images.shape[0]
+        cross = [(jnp.repeat(k, beam, 0), jnp.repeat(v, beam, 0)) for k, v in model.cross_kv(model.encoder(images))]
+        step = lambda tok, pos, cache: model.decode_step(tok, pos, cache, cross)
+        return decoding.beam_search(step, model.init_cache(b * beam), b, beam, self.cfg.max_len, bos=BOS, eos=EOS,
+                                    pad=PAD, forbid=(UNK,), length_penalty=length_penalty)
+
+    @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+    def _sample(self, state, images, n: int, top_k: int, temperature: float, key):
+        model = nnx.merge(self._graphdef, state)
+        b = images.shape[0]
+        cross = [(jnp.repeat(k, n, 0), jnp.repeat(v, n, 0)) for k, v in model.cross_kv(model.encoder(images))]
+        step = lambda tok, pos, cache: model.decode_step(tok, pos, cache, cross)
+        return decoding.sample(step, model.init_cache(b * n), b * n, self.cfg.max_len, key, bos=BOS, eos=EOS,
+                               pad=PAD, top_k=top_k, temperature=temperature, forbid=(UNK,))
+
+    def __hash__(self):
+        return id(self)
+
+    def beam_ids(self, images, beam: int = 4, length_penalty: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+        """-> (compact sequences (B, max_len + 1), normalised scores (B,))."""
+        x = prepare_images(images, self.cfg.image_size)
+        seqs, scores = self._beam(self._state, jnp.asarray(x), int(beam), float(length_penalty))
+        return np.asarray(seqs), np.asarray(scores)
+
+    def caption(self, images, beam: int = 4, length_penalty: float = 0.6) -> list[str]:
+        """One global caption per image by beam search."""
+        seqs, _ = self.beam_ids(images, beam, length_penalty)
+        return [self.vocab.detokenize(s, self.decode_fn) for s in seqs]
+
+    def sample(self, images, n: int = 5, top_k: int = 10, temperature: float = 1.0, seed: int = 0,
+               unique: bool = True) -> list[list[str]]:
+        """N "intensive" captions per image by top-k sampling (duplicates dropped if `unique`)."""
+        x = prepare_images(images, self.cfg.image_size)
+        seqs = np.asarray(self._sample(self._state, jnp.asarray(x), int(n), int(top_k), float(temperature),
+                                       jax.random.key(seed)))
+        texts = [self.vocab.detokenize(s, self.decode_fn) for s in seqs]
+        out = [texts[i * n:(i + 1) * n] for i in range(len(x))]
+        return [list(dict.fromkeys(t)) for t in out] if unique else out
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike):
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_file(_flat_params(self.model), str(d / "params.safetensors"))
+        meta = {"config": self.cfg.to_dict(), "llm_ids": self.vocab.llm_ids.tolist(), "meta": self.meta}
+        (d / "captioner.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike | None = None, decode: Callable[[list[int]], str] | None = None
+             ) -> "Captioner":
+        d = Path(directory) if directory is not None else DEFAULT_DIR
+        spec, weights = d / "captioner.json", d / "params.safetensors"
+        if not spec.is_file() or not weights.is_file():
+            raise FileNotFoundError(
+                f"no captioner checkpoint in {d} (need captioner.json and params.safetensors); train one with "
+                "`python -m train.captioner --config train/configs/captioner.py --workdir DIR` and pass "
+                "DIR/export, or use the shipped default (no argument)")
+        meta = json.loads(spec.read_text())
+        cfg = CaptionerConfig.from_dict(meta["config"])
+        model = nnx.eval_shape(lambda: CaptionerModel(cfg, rngs=nnx.Rngs(0)))
+        stored = load_file(str(weights))
+        state = nnx.state(model, nnx.Param)
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+        names = [jax.tree_util.keystr(p) for p, _ in leaves]
+        missing, extra = set(names) - set(stored), set(stored) - set(names)
+        if missing or extra:
+            raise ValueError(f"{weights}: parameters do not match the config (missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(extra)[:5]})")
+        for (p, leaf), name in zip(leaves, names):
+            if tuple(leaf.shape) != stored[name].shape:
+                raise ValueError(f"{weights}: {name} has shape {stored[name].shape}, config expects {leaf.shape}")
+        values = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
+        nnx.update(model, values)
+        return cls(model, CaptionVocab(meta["llm_ids"]), decode, meta.get("meta"))
