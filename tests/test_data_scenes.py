@@ -259,3 +259,30 @@ def test_bad_arguments():
         scenes.generate(2, size=8)
     with pytest.raises(ValueError, match="background"):
         scenes.generate(2, background="sky")
+
+
+# ------------------------------------------------------------------ renderer against closed forms
+
+AREAS = {  # area of each shape in its unit frame (r = 1), from its definition in visiondata.render
+    "circle": np.pi,
+    "square": 1.7 ** 2,
+    "triangle": 3 * np.sqrt(3) / 4 * 1.2 ** 2,          # equilateral, circumradius 1.2
+    "diamond": 2 * 1.2 ** 2,                            # |u| + |v| <= 1.2
+    "cross": 2 * (2.2 * 0.72) - 0.72 ** 2,              # two 2.2 x 0.72 bars
+    "star": 5 * 1.15 * 0.48 * np.sin(np.pi / 5),        # 10 triangles centre-tip-notch
+}
+
+
+@pytest.mark.parametrize("shape", scenes.SHAPES)
+def test_rendered_area_and_extent_match_geometry(shape):
+    from visiondata import render
+
+    r, cx, cy = 60.0, 100.3, 99.7
+    a = render.coverage(shape, 200, cx, cy, r)
+    assert abs(a.sum() / r ** 2 / AREAS[shape] - 1) < 2e-3
+    ys, xs = np.nonzero(a > 0)
+    assert np.hypot(xs + 0.5 - cx, ys + 0.5 - cy).max() <= render.BOUND * r + 1  # placement bound holds
+    # draw() puts the exact colour where coverage is 1 and leaves the rest of the canvas alone
+    canvas = np.zeros((200, 200, 3), np.float32)
+    render.draw(canvas, shape, cx, cy, r, (10, 20, 30))
+    assert np.all(canvas[a == 1] == (10, 20, 30)) and np.all(canvas[a == 0] == 0)

@@ -8,7 +8,7 @@ one-pixel rim is blended with the background. Only each object's bounding box is
     SHAPES                                    names, in class order
     BOUND                                     every shape lies inside radius BOUND of its frame
     draw(canvas, shape, cx, cy, r, rgb)       in place; canvas float32 (S, S, 3), pixels units
-    draw_many(canvases, objects)              the same for many objects at once, vectorised per shape
+    draw_many(canvases, objects)              many non-overlapping objects at once, vectorised per shape
     coverage(shape, S, cx, cy, r) -> float32 (S, S)   alpha of one shape on an S x S grid
 """
 
@@ -34,8 +34,8 @@ def _star_vertices(points: int = 5, outer: float = 1.15, inner: float = 0.48) ->
 
 
 _POLYGONS = {
-    # Equilateral, pointing up, centred on its bounding box.
-    "triangle": np.array([[0.0, -0.98], [1.13, 0.98], [-1.13, 0.98]]),
+    # Equilateral, pointing up, centroid at the origin, circumradius 1.2.
+    "triangle": _regular(3, 1.2),
     "star": _star_vertices() + np.array([0.0, 0.1]),
 }
 
@@ -171,42 +171,39 @@ def draw(canvas: np.ndarray, shape: str, cx: float, cy: float, r: float, rgb) ->
 
 
 def draw_many(canvases: np.ndarray, objects) -> None:
-    """Composite many shapes in place, in the order given.
+    """Composite many non-overlapping shapes in place.
 
     canvases: float32 (N, S, S, 3). objects: sequence of (image_index, shape, cx, cy, r, rgb) in
     pixel units. Coverage is computed for all objects of one shape and scale in one vectorised
-    call on equal-sized patches; compositing then follows the given order, so later objects lie on top.
+    call on equal-sized patches, and every covered pixel is blended in one scatter. Shapes in
+    the same image must not overlap (the scenes guarantee a gap); use `draw` for layering.
     """
-    S = canvases.shape[1]
-    if not objects:
+    N, S = canvases.shape[:2]
+    if not len(objects):
         return
-    alphas = [None] * len(objects)
+    flat = canvases.reshape(-1, 3)  # (N*S*S, 3), a view
     groups: dict[tuple[str, float], list[int]] = {}
     for j, obj in enumerate(objects):
         groups.setdefault((obj[1], round(float(obj[4]), 1)), []).append(j)
     for (shape, _), idx in groups.items():
+        n = np.array([objects[j][0] for j in idx], np.int64)
         cx = np.array([objects[j][2] for j in idx], np.float32)
         cy = np.array([objects[j][3] for j in idx], np.float32)
         r = np.array([objects[j][4] for j in idx], np.float32)
+        rgb = np.array([objects[j][5] for j in idx], np.float32)  # (M, 3)
         P = int(math.ceil(2 * (BOUND * float(r.max()) + 1.0))) + 1  # patch side
         x0 = np.floor(cx - P / 2).astype(np.int64)
         y0 = np.floor(cy - P / 2).astype(np.int64)
-        grid = np.arange(P, dtype=np.float32) + 0.5
-        u = (x0[:, None, None] + grid[None, None, :] - cx[:, None, None]) / r[:, None, None]  # (M, 1, P)
-        v = (y0[:, None, None] + grid[None, :, None] - cy[:, None, None]) / r[:, None, None]  # (M, P, 1)
+        grid = np.arange(P)
+        px = x0[:, None, None] + grid[None, None, :]  # (M, 1, P) pixel columns
+        py = y0[:, None, None] + grid[None, :, None]  # (M, P, 1) pixel rows
+        u = (px + np.float32(0.5) - cx[:, None, None]) / r[:, None, None]
+        v = (py + np.float32(0.5) - cy[:, None, None]) / r[:, None, None]
         u, v = np.broadcast_arrays(u, v)  # (M, P, P)
         d_px = signed_distance(shape, u, v) * r[:, None, None]
         a = np.clip(0.5 - d_px, 0.0, 1.0).astype(np.float32)  # (M, P, P)
-        for m, j in enumerate(idx):
-            alphas[j] = (int(x0[m]), int(y0[m]), a[m])
-    for obj, (x0, y0, a) in zip(objects, alphas):
-        n, rgb = obj[0], np.asarray(obj[5], np.float32)
-        P = a.shape[0]
-        xa, ya = max(0, -x0), max(0, -y0)
-        xb, yb = min(P, S - x0), min(P, S - y0)
-        if xb <= xa or yb <= ya:
-            continue
-        a_c = a[ya:yb, xa:xb, None]  # (h, w, 1)
-        region = canvases[n, y0 + ya:y0 + yb, x0 + xa:x0 + xb]
-        region *= 1.0 - a_c
-        region += a_c * rgb
+        keep = (a > 0) & (px >= 0) & (px < S) & (py >= 0) & (py < S)
+        m, yy, xx = np.nonzero(keep)
+        where = (n[m] * S + py[m, yy, 0]) * S + px[m, 0, xx]
+        alpha = a[m, yy, xx][:, None]
+        flat[where] = flat[where] * (1.0 - alpha) + alpha * rgb[m]
