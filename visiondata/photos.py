@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from visiondata.errors import MissingDataError
-from visiondata.images import center_crop_resize, crop_resize, read_image
+from visiondata.images import center_crop_resize, read_image
 
 # (package, file) for every real photograph the two packages ship (synthetic test patterns,
 # logos and silhouettes are left out).
@@ -78,26 +78,26 @@ def load(size: int = 64) -> np.ndarray:
     return _load_cached(int(size)).copy()
 
 
-@functools.lru_cache(maxsize=2)
-def _reduced(max_side: int) -> tuple[np.ndarray, ...]:
-    """Photos shrunk so their short side is at most `max_side` (cheaper cropping)."""
+@functools.lru_cache(maxsize=4)
+def _reduced(max_side: int) -> tuple:
+    """The photos as PIL images whose short side is at most `max_side` (cheaper resizing)."""
     from PIL import Image
 
     out = []
     for im in _full():
         h, w = im.shape[:2]
+        pil = Image.fromarray(im)
         scale = max_side / min(h, w)
         if scale < 1:
-            im = np.asarray(Image.fromarray(im).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
-        out.append(im)
+            pil = pil.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+        out.append(pil)
     return tuple(out)
 
 
 def sample_crop_box(rng: np.random.Generator, photo_index: int, min_frac: float = 0.3) -> tuple[float, float, float]:
     """A random square crop of photo `photo_index`, as fractions (y0, x0, side) of its short side."""
     side = rng.uniform(min_frac, 1.0)
-    im = _full()[photo_index]
-    h, w = im.shape[:2]
+    h, w = _full()[photo_index].shape[:2]
     s = min(h, w)
     y0 = rng.uniform(0, (h - side * s) / s)
     x0 = rng.uniform(0, (w - side * s) / s)
@@ -105,14 +105,18 @@ def sample_crop_box(rng: np.random.Generator, photo_index: int, min_frac: float 
 
 
 def render_crop(photo_index: int, box: tuple[float, float, float], size: int) -> np.ndarray:
-    """The crop `box` (fractions of the short side) of a photo resized to uint8 (size, size, 3)."""
-    im = _reduced(256)[photo_index]
-    s = min(im.shape[:2])
-    y0, x0, side = box
-    side_px = max(1, min(s, round(side * s)))
-    y = min(round(y0 * s), im.shape[0] - side_px)
-    x = min(round(x0 * s), im.shape[1] - side_px)
-    return crop_resize(im, (y, x, side_px), size)
+    """The crop `box` (fractions of the short side) of a photo resized to uint8 (size, size, 3).
+
+    The crop is taken from a copy of the photo whose short side is about twice `size`, so the
+    result is the same picture at every size, only sharper at larger ones."""
+    from PIL import Image
+
+    pil = _reduced(max(64, 2 * int(size)))[photo_index]
+    s = min(pil.size)
+    y0, x0, side = (float(t) * s for t in box)
+    side = min(side, s)
+    x0, y0 = min(x0, pil.size[0] - side), min(y0, pil.size[1] - side)
+    return np.asarray(pil.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side)), dtype=np.uint8)
 
 
 def random_crops(n: int, size: int = 64, seed: int = 0, min_frac: float = 0.3) -> np.ndarray:
