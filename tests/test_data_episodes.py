@@ -103,3 +103,16 @@ def test_contract_command(tmp_path):
     _, labels = fashion_mnist.load("test")
     _check(eps, labels, 5, 1, 1)
     assert eps[0].class_names == [fashion_mnist.CLASS_NAMES[c] for c in eps[0].classes]
+
+
+def test_load_dataset_matches_csv_indices(tmp_path):
+    eps = episodes.sample(episodes.dataset_labels("scenes:3", "test", num_scenes=150), 4, 2, 2, 5, seed=2)
+    episodes.write_csv(tmp_path / "s.csv", eps, dataset="scenes:3", split="test")
+    got = episodes.read_csv(tmp_path / "s.csv")
+    images, labels, names = episodes.load_dataset(got[0].dataset, got[0].split,
+                                                  num_scenes=episodes.needed_scenes(got), size=32)
+    for ep in got:
+        np.testing.assert_array_equal(labels[ep.query], ep.query_labels)
+        assert [names[c] for c in ep.classes] == ep.class_names
+    ref = scenes.generate(episodes.needed_scenes(got), size=32, seed=3, split="test")
+    np.testing.assert_array_equal(images, ref.images)

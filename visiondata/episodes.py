@@ -18,6 +18,7 @@ CSV, one row per example:
 `index` points into the dataset split as loaded by this package: `fashion_mnist.load(split)`,
 or, for dataset "scenes", image `index` of `scenes.generate(..., seed=0, split=split)`
 (dataset "scenes:<seed>" for another seed; an image does not depend on n or size).
+`load_dataset(ep.dataset, ep.split)` returns (images, labels, class_names) indexed that way.
 
 Command line:
     python -m visiondata.episodes --dataset fashion_mnist --ways 5 --shots 1 --queries 1 \
@@ -167,6 +168,30 @@ def read_csv(path) -> list[Episode]:
             dataset=r["dataset"], split=r["split"], class_names=[r["names"][c] for c in classes],
         ))
     return out
+
+
+def load_dataset(dataset: str, split: str, num_scenes: int = 2000, size: int = 64):
+    """(images, labels, class_names) of a dataset split, indexed as the CSV's `index` column.
+
+    fashion_mnist: uint8 (N, 28, 28) grayscale; scenes: uint8 (num_scenes, size, size, 3) (any
+    num_scenes above the episodes' largest index gives the same images; see `needed_scenes`).
+    """
+    if dataset == "fashion_mnist":
+        from visiondata import fashion_mnist
+
+        images, labels = fashion_mnist.load(split)
+        return images, labels, list(fashion_mnist.CLASS_NAMES)
+    if dataset.startswith("scenes"):
+        from visiondata import scenes
+
+        s = scenes.generate(num_scenes, size=size, seed=_scene_seed(dataset), split=split)
+        return s.images, s.labels, list(s.class_names)
+    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes or scenes:<seed>")
+
+
+def needed_scenes(episodes: list[Episode]) -> int:
+    """How many scenes to generate so that every index in `episodes` exists."""
+    return 1 + max(int(max(e.support.max(), e.query.max())) for e in episodes)
 
 
 def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarray:

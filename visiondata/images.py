@@ -72,12 +72,3 @@ def center_crop_resize(image: np.ndarray, size: int, resample=Image.BICUBIC) -> 
     if side == size:
         return np.ascontiguousarray(crop)
     return np.asarray(Image.fromarray(crop).resize((size, size), resample), dtype=np.uint8)
-
-
-def crop_resize(image: np.ndarray, box: tuple[int, int, int], size: int, resample=Image.BILINEAR) -> np.ndarray:
-    """Crop the square `box` = (y0, x0, side) from uint8 (H, W, 3) and resize to (size, size, 3)."""
-    y0, x0, side = box
-    crop = np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])
-    if side == size:
-        return crop
-    return np.asarray(Image.fromarray(crop).resize((size, size), resample), dtype=np.uint8)
