@@ -130,7 +130,10 @@ def sample_graph(seed: int, split: str, index: int, background: str = "plain",
         raise ValueError(f"background must be one of {BACKGROUNDS}; got {background!r}")
     if not 1 <= min_objects <= max_objects <= 4:
         raise ValueError(f"need 1 <= min_objects <= max_objects <= 4; got {min_objects}, {max_objects}")
-    rng = _rng(seed, split, index)
+    return _sample_graph(_rng(seed, split, index), seed, split, index, background, min_objects, max_objects)
+
+
+def _sample_graph(rng, seed, split, index, background, min_objects, max_objects) -> dict:
     n = int(rng.integers(min_objects, max_objects + 1))
     main_pool = HELDOUT if split == "heldout" else TRAIN_PAIRS
     main = main_pool[int(rng.integers(len(main_pool)))]
@@ -194,17 +197,19 @@ def generate(n: int, size: int = 64, seed: int = 0, split: str = "train", backgr
         raise ValueError(f"size must be an int >= 16 (32, 64, 128 are typical); got {size!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0; got {n}")
-    graphs = [sample_graph(seed, split, start + i, background, min_objects, max_objects) for i in range(n)]
-    images = np.empty((n, size, size, 3), np.uint8)
-    for a in range(0, n, chunk):
-        images[a:a + chunk] = render_graphs(graphs[a:a + chunk], size)
-    captions, qa, qa_types = [], [], []
-    for g in graphs:
-        rng = np.random.default_rng([int(seed), SPLITS[split], int(g["index"]), 1])  # text stream
+    sample_graph(seed, split, start, background, min_objects, max_objects)  # check the arguments once
+    graphs, captions, qa, qa_types = [], [], [], []
+    for i in range(start, start + n):
+        rng = _rng(seed, split, i)  # one stream per image: its graph, then its text
+        g = _sample_graph(rng, seed, split, i, background, min_objects, max_objects)
+        graphs.append(g)
         captions.append(scene_text.captions(g, rng))
         triples = scene_text.questions(g, rng, COLORS, SHAPES)
         qa.append([(q, a) for q, a, _ in triples])
         qa_types.append([t for _, _, t in triples])
+    images = np.empty((n, size, size, 3), np.uint8)
+    for a in range(0, n, chunk):
+        images[a:a + chunk] = render_graphs(graphs[a:a + chunk], size)
     return SceneSet(images=images, captions=captions, qa=qa, qa_types=qa_types, labels=labels_of(graphs),
                     graphs=graphs, split=split, seed=int(seed))
 
