@@ -20,13 +20,3 @@ class DataError(OSError):
 class MissingDataError(DataError, FileNotFoundError):
     """A data file or directory does not exist."""
 
-
-def require_file(path, what: str, hint: str = "") -> None:
-    """Raise `MissingDataError` if `path` is not an existing file."""
-    import os
-
-    if not os.path.isfile(path):
-        msg = f"{what} not found: {path}"
-        if hint:
-            msg += f". {hint}"
-        raise MissingDataError(msg)
