@@ -35,7 +35,9 @@ NAMED_MODELS = {
 
 
 def _bucket(n: int, step: int = 32) -> int:
-    """Round a length up so that jit sees few distinct shapes."""
+    """Round a length up so that jit sees few distinct shapes: multiples of `step` up to 8 steps,
+    then of a quarter of the length's power of two (at most 25% padding, O(log n) shapes)."""
+    step = max(step, (1 << max(n - 1, 1).bit_length()) // 8)
     return max(step, -(-n // step) * step)
 
 
@@ -141,7 +143,7 @@ class FrozenLLM:
         if not candidates:
             raise ValueError("score needs at least one candidate")
         prompt_ids = self._as_ids(prompt)
-        seqs, starts = [], []
+        conts = []
         for cand in candidates:
             if isinstance(cand, str):
                 if not cand:
@@ -155,23 +157,45 @@ class FrozenLLM:
                 cont = self._as_ids(cand)
             if not cont:
                 raise ValueError(f"candidate {cand!r} encodes to no tokens")
-            seqs.append(prompt_ids + cont)
-            starts.append(len(prompt_ids))
-        if min(starts) == 0:
+            conts.append(cont)
+        if not prompt_ids:
             raise ValueError("score needs a non-empty prompt")
-        T = _bucket(max(len(s) for s in seqs))
-        tokens = np.full((len(seqs), T), self.pad_id, np.int32)
-        for b, s in enumerate(seqs):
-            tokens[b, :len(s)] = s
-        valid = np.arange(T)[None] < np.array([len(s) for s in seqs])[:, None]
-        positions = np.broadcast_to(np.arange(T, dtype=np.int32), tokens.shape)
-        logp = np.asarray(jax.nn.log_softmax(self._forward(self._state, tokens, positions, valid), axis=-1))
+        return self._score_ids(prompt_ids, conts, normalize)
+
+    def _score_ids(self, prompt_ids: list[int], conts: list[list[int]], normalize: bool) -> list[float]:
+        """The prompt runs once into a KV cache; all continuations then run as one batch on top of it."""
+        P, N = len(prompt_ids), len(conts)
+        Pb, C = _bucket(P), _bucket(max(len(c) for c in conts), 8)
+        tokens = np.full((1, Pb), self.pad_id, np.int32)
+        tokens[0, Pb - P:] = prompt_ids
+        valid = np.arange(Pb)[None] >= Pb - P
+        positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+        cache = KVCache.zeros(self.config, 1, Pb + C, dtype=self.model.dtype)
+        last, cache = self._prefill(self._state, tokens, positions, valid, cache)
+        first = np.asarray(jax.nn.log_softmax(last[0]))                     # (V,) for each first token
+        ctoks = np.full((N, C), self.pad_id, np.int32)
+        for b, c in enumerate(conts):
+            ctoks[b, :len(c)] = c
+        cvalid = np.arange(C)[None] < np.array([len(c) for c in conts])[:, None]
+        cpos = np.broadcast_to(P + np.arange(C, dtype=np.int32), (N, C))
+        nxt = np.asarray(self._extend_logp(self._state, ctoks, cpos, cvalid, cache, Pb))  # (N, C)
         scores = []
-        for b, s in enumerate(seqs):
-            t = np.arange(starts[b], len(s))              # positions of continuation tokens
-            total = float(np.sum(logp[b, t - 1, np.asarray(s)[t]]))
-            scores.append(total / len(t) if normalize else total)
+        for b, c in enumerate(conts):
+            total = float(first[c[0]]) + float(np.sum(nxt[b, :len(c) - 1]))
+            scores.append(total / len(c) if normalize else total)
         return scores
+
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _extend_logp(self, state, tokens, positions, valid, cache, slot):
+        """Run (N, C) continuations on a 1-row prompt cache; column j: log p(tokens[:, j+1] | ...)."""
+        model = nnx.merge(self._graphdef, state)
+        n = tokens.shape[0]
+        cache = KVCache(jnp.repeat(cache.k, n, axis=1), jnp.repeat(cache.v, n, axis=1),
+                        jnp.repeat(cache.valid, n, axis=0))
+        logits, _ = model(tokens, positions, valid, cache=cache, slot=slot)   # (N, C, V)
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        target = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
+        return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
 
     # ------------------------------------------------------------------------- generation
     @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(5,))
