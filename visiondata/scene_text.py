@@ -96,7 +96,7 @@ def captions(graph, rng: np.random.Generator) -> list[str]:
     out.append(rel_sent)
     # 5. Background and colours.
     colors = sorted({o["color"] for o in objs})
-    out.append(f"{_cap(NUMBER_WORDS[n])} {noun} {_background_phrase(graph)}, coloured {_join(colors)}.")
+    out.append(f"{_cap(NUMBER_WORDS[n])} {noun} {_background_phrase(graph)}, colored {_join(colors)}.")
     # 6. Attribute statement about the main object.
     out.append(f"The biggest shape is {_article(main['color'])} {main['color']} {main['shape']}"
                f" and it is {main['size']}." if n > 1 else
@@ -125,7 +125,7 @@ def referring(objs, i: int, exclude: str) -> str | None:
             continue
         if sum(_matches(p, desc) for p in objs) == 1:
             words = [desc[k] for k in ("size", "color") if k in desc]
-            words.append(desc.get("shape", "shape"))
+            words.append(desc.get("shape", "object"))
             phrase = "the " + " ".join(words)
             if "hpos" in desc:
                 phrase += f" on the {desc['hpos']}"
