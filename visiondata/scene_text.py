@@ -150,11 +150,13 @@ def questions(graph, rng: np.random.Generator, colors: list[str], shapes: list[s
         if ref:
             qa.append((f"What shape is {ref}?", o["shape"], "shape"))
         qa.append((f"What size is the {o['color']} {o['shape']}?", o["size"], "size"))
-    # Counts: all objects, one shape, one colour (possibly absent: answer 0).
+    # Counts: all objects, one shape, one colour; the shape or colour asked about is one in the
+    # scene half the time and any (possibly absent, answer 0) otherwise.
     qa.append(("How many shapes are there?", str(n), "count"))
-    s = shapes[int(rng.integers(len(shapes)))]
+    pick = objs[int(rng.integers(n))]
+    s = pick["shape"] if rng.random() < 0.5 else shapes[int(rng.integers(len(shapes)))]
     qa.append((f"How many {PLURAL[s]} are there?", str(sum(o["shape"] == s for o in objs)), "count"))
-    c = colors[int(rng.integers(len(colors)))]
+    c = pick["color"] if rng.random() < 0.5 else colors[int(rng.integers(len(colors)))]
     qa.append((f"How many {c} shapes are there?", str(sum(o["color"] == c for o in objs)), "count"))
     # Existence: one present pair, one absent pair sharing a colour or shape with the scene.
     o = objs[int(order[0])]
