@@ -23,7 +23,8 @@ False it is yielded smaller. `steps_per_epoch` says how many batches an epoch ha
 Why not grain. grain 0.2.18 is installed and works, but for arrays already in memory it adds
 worker processes (which need absl flags parsed and warn about leaked shared memory) and a
 larger checkpoint state, while the whole job here is an index permutation. This loader's state
-is seven integers (position plus the settings it checks), resuming is exact by construction, and it has no dependencies beyond numpy.
+is seven integers (its position plus the settings it checks on resume), resuming is exact by
+construction, and it needs nothing beyond numpy.
 """
 
 from __future__ import annotations
