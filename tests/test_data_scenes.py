@@ -286,3 +286,12 @@ def test_rendered_area_and_extent_match_geometry(shape):
     canvas = np.zeros((200, 200, 3), np.float32)
     render.draw(canvas, shape, cx, cy, r, (10, 20, 30))
     assert np.all(canvas[a == 1] == (10, 20, 30)) and np.all(canvas[a == 0] == 0)
+
+
+@pytest.mark.parametrize("size", [32, 128])
+def test_other_sizes_keep_exact_colours_and_counts(size):
+    s = scenes.generate(100, size=size, seed=0)
+    for im, g in zip(s.images, s.graphs):
+        for o in g["objects"]:
+            assert tuple(_centre_pixel(im, o)) == scenes.PALETTE[o["color"]]
+        assert _objects_from_pixels(im, g["background"]["level"])[1] == len(g["objects"])
