@@ -1,0 +1,233 @@
+"""Few-shot in-context classification with the frozen LLM: can it see through SPAE tokens or LENS text?
+
+    python -m eval.fewshot --method spae --layers 2 --episodes EPISODES.csv --out DIR [--seed 0]
+    python -m eval.fewshot --method lqae --tokenizer CKPT --episodes EPISODES.csv --out DIR
+    python -m eval.fewshot --method lens --episodes EPISODES.csv --out DIR
+    python -m eval.fewshot --method random --layers 2 --episodes EPISODES.csv --out DIR
+
+Episodes come from `python -m visiondata.episodes` so every method sees the same ones. Each image
+becomes a list of LLM token ids (`ImageCoder`); the prompt is built by concatenating ids, never by
+re-tokenising image tokens:
+
+    <instruction>\n
+    Input: <image ids> Output: <label>\n        (one line per support example, N*K lines)
+    Input: <query ids> Output:
+
+Prediction: closed-form, argmax of `llm.score` over the episode's N labels; open-ended, the
+greedy continuation (up to the line end) compared with the true label. Writes DIR/results.jsonl
+(one line per query) and DIR/summary.json (accuracy with a 95% confidence interval over episodes).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Protocol, Sequence
+
+import numpy as np
+
+INSTRUCTION = "Each input is an image written as words. Answer with the label of the image."
+
+
+class ImageCoder(Protocol):
+    """Turns images into LLM token ids, one list per image."""
+
+    name: str
+
+    def ids(self, images: np.ndarray, keys: Sequence[int]) -> list[list[int]]:
+        """images uint8 (B, H, W[, 3]); keys: a stable id per image (its dataset index)."""
+
+
+@dataclasses.dataclass
+class SpaeCoder:
+    """The first `layers` layers of an SPAE pyramid, top layer first, row-major in each layer."""
+
+    tokenizer: object
+    layers: int
+    name: str = "spae"
+
+    def __post_init__(self):
+        if not 1 <= self.layers <= self.tokenizer.num_layers:
+            raise ValueError(f"--layers must be in 1..{self.tokenizer.num_layers} for {self.tokenizer!r}")
+
+    def ids(self, images, keys):
+        pyr = self.tokenizer.encode(images)
+        flat = [np.asarray(layer).reshape(len(images), -1) for layer in pyr.llm_ids[:self.layers]]
+        return [np.concatenate([f[i] for f in flat]).astype(int).tolist() for i in range(len(images))]
+
+    @property
+    def length(self) -> int:
+        return sum(h * w for h, w in self.tokenizer.layer_shapes()[:self.layers])
+
+
+@dataclasses.dataclass
+class RandomCoder:
+    """The chance control: random codebook tokens, as many as the SPAE layers would give.
+
+    Tokens depend on (seed, image key) only, so an image reads the same in every episode.
+    """
+
+    vocab_ids: np.ndarray     # (V',) real LLM ids to draw from
+    length: int
+    seed: int = 0
+    name: str = "random"
+
+    def ids(self, images, keys):
+        return [np.random.default_rng([self.seed, int(k)]).choice(self.vocab_ids, self.length).astype(int).tolist()
+                for k in keys]
+
+
+@dataclasses.dataclass
+class TextCoder:
+    """A text description per image (e.g. LENS tags and captions), tokenised by the LLM."""
+
+    describe: object          # callable: images -> list[str]
+    llm: object
+    name: str = "lens"
+
+    def ids(self, images, keys):
+        return [self.llm.encode(text) for text in self.describe(images)]
+
+
+def build_prompt(llm, supports: Sequence[tuple[list[int], str]], query: list[int],
+                 instruction: str = INSTRUCTION) -> list[int]:
+    """Concatenate ids: instruction, one `Input: ... Output: label` line per support, then the query."""
+    out = llm.encode(instruction + "\n")
+    for ids, label in supports:
+        out += llm.encode("Input:") + list(ids) + llm.encode(f" Output: {label}\n")
+    return out + llm.encode("Input:") + list(query) + llm.encode(" Output:")
+
+
+def classify(llm, prompt: list[int], labels: Sequence[str]) -> int:
+    """Index of the label with the highest summed log-probability after the prompt."""
+    scores = llm.score(prompt, [llm.encode(" " + name) for name in labels])
+    return int(np.argmax(scores))
+
+
+def open_ended(llm, prompt: list[int], max_new_tokens: int = 8) -> str:
+    new = llm.generate_ids([prompt], max_new_tokens)[0]
+    return llm.decode(new, skip_special=True).split("\n")[0].strip()
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation 95% confidence interval."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return float(v.mean()) if len(v) else float("nan"), float("nan")
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: bool = True,
+        progress: bool = True):
+    """Score every query of every episode; returns (per-query records, summary dict)."""
+    from tqdm import tqdm
+
+    records = []
+    needed = sorted({int(i) for e in episodes for i in np.concatenate([e.support, e.query])})
+    codes = {}
+    for start in range(0, len(needed), 256):
+        keys = needed[start:start + 256]
+        for k, ids in zip(keys, coder.ids(images[keys], keys)):
+            codes[k] = ids
+    per_episode, per_episode_open = [], []
+    for e_idx, ep in enumerate(tqdm(episodes, desc=f"{coder.name} episodes", disable=not progress)):
+        names = list(ep.class_names)
+        label_of = {int(c): names[j] for j, c in enumerate(ep.classes)}
+        supports = [(codes[int(i)], label_of[int(y)]) for i, y in zip(ep.support, ep.support_labels)]
+        # Interleave classes (c1, c2, ..., c1, c2, ...) so the last support is not always one class.
+        order = np.argsort(np.tile(np.arange(ep.shots), ep.ways), kind="stable")
+        supports = [supports[j] for j in order]
+        hits, hits_open = [], []
+        for q, y in zip(ep.query, ep.query_labels):
+            prompt = build_prompt(llm, supports, codes[int(q)])
+            pred = names[classify(llm, prompt, names)]
+            rec = {"episode": e_idx, "query": int(q), "label": label_of[int(y)], "pred": pred,
+                   "correct": pred == label_of[int(y)], "prompt_tokens": len(prompt)}
+            if open_ended_eval:
+                text = open_ended(llm, prompt)
+                rec["open_pred"] = text
+                rec["open_correct"] = text.lower() == label_of[int(y)].lower()
+                hits_open.append(rec["open_correct"])
+            hits.append(rec["correct"])
+            records.append(rec)
+        per_episode.append(np.mean(hits))
+        if hits_open:
+            per_episode_open.append(np.mean(hits_open))
+    acc, ci = mean_ci95(per_episode)
+    summary = {"accuracy": acc, "ci95": ci, "episodes": len(episodes),
+               "queries": len(records), "mean_prompt_tokens": float(np.mean([r["prompt_tokens"] for r in records]))}
+    if per_episode_open:
+        summary["open_accuracy"], summary["open_ci95"] = mean_ci95(per_episode_open)
+    return records, summary
+
+
+def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int):
+    if method in ("spae", "lqae", "random"):
+        from spae import load_tokenizer
+
+        if method == "lqae" and not tokenizer_dir:
+            raise SystemExit("--method lqae needs --tokenizer DIR (an SPAE checkpoint trained with the lqae config)")
+        tok = load_tokenizer(tokenizer_dir, llm=llm)
+        if method == "lqae":                     # one layer over the whole grid: use all of it
+            return SpaeCoder(tok, tok.num_layers, name="lqae")
+        spae = SpaeCoder(tok, layers)
+        return spae if method == "spae" else RandomCoder(np.asarray(tok.vocab.llm_ids), spae.length, seed)
+    if method == "lens":
+        from lens import Lens
+
+        lens = Lens.load(llm=llm)
+        return TextCoder(lens.describe_for_prompt, llm)
+    raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m eval.fewshot", description=__doc__.split("\n")[0])
+    ap.add_argument("--method", required=True, choices=["spae", "lqae", "lens", "random"])
+    ap.add_argument("--episodes", required=True, help="episode CSV from python -m visiondata.episodes")
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--layers", type=int, default=2, help="SPAE layers per image (spae; random matches its length)")
+    ap.add_argument("--tokenizer", default=None, help="SPAE checkpoint dir (default: the shipped one)")
+    ap.add_argument("--llm", default="smollm2-135m")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random control's tokens")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N episodes")
+    ap.add_argument("--no-open-ended", action="store_true", help="skip greedy open-ended answers (faster)")
+    args = ap.parse_args(argv)
+
+    from backbones import load_llm
+    from visiondata import episodes as episodes_mod
+
+    eps = episodes_mod.read_csv(args.episodes)[:args.limit]
+    if not eps:
+        raise SystemExit(f"{args.episodes} holds no episodes")
+    ds = {(e.dataset, e.split) for e in eps}
+    if len(ds) != 1:
+        raise SystemExit(f"{args.episodes} mixes datasets/splits {sorted(ds)}")
+    dataset, split = ds.pop()
+    kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
+    images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
+    llm = load_llm(args.llm)
+    coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed)
+    t = time.perf_counter()
+    records, summary = run(llm, coder, eps, images, open_ended_eval=not args.no_open_ended)
+    e0 = eps[0]
+    summary.update({"method": args.method, "layers": args.layers if args.method != "lens" else None,
+                    "dataset": dataset, "split": split, "ways": e0.ways, "shots": e0.shots,
+                    "episodes_file": os.path.abspath(args.episodes), "tokenizer": args.tokenizer,
+                    "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1)})
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    line = f"{args.method}: accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
+    if "open_accuracy" in summary:
+        line += f", open-ended {summary['open_accuracy']:.3f} ± {summary['open_ci95']:.3f}"
+    print(f"{line} over {summary['episodes']} episodes ({dataset}/{split} {e0.ways}-way {e0.shots}-shot) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

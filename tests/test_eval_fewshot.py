@@ -1,0 +1,74 @@
+"""Few-shot prompts for the head-to-head: ids land where they should, the LLM copies a planted label."""
+import numpy as np
+import pytest
+
+from eval import fewshot
+from visiondata import episodes as episodes_mod
+
+
+def test_prompt_puts_image_ids_and_labels_in_order(smollm2):
+    a, b, q = smollm2.encode(" red circle"), smollm2.encode(" blue square"), smollm2.encode(" red circle")
+    prompt = fewshot.build_prompt(smollm2, [(a, "apple"), (b, "berry")], q)
+    text = smollm2.decode(prompt)
+    assert text == (fewshot.INSTRUCTION + "\nInput: red circle Output: apple\n"
+                    "Input: blue square Output: berry\nInput: red circle Output:")
+    # The image ids are spliced verbatim (no re-tokenisation): find them as contiguous runs.
+    s = " ".join(map(str, prompt))
+    assert " ".join(map(str, a)) in s and " ".join(map(str, b)) in s
+
+
+def test_scorer_picks_a_planted_label(smollm2):
+    # Each "image" spells its own label three times; the query's label is planted in its ids.
+    names = ["apple", "berry", "cherry", "lemon", "melon"]
+    for t in range(6):
+        labels = list(np.random.default_rng(t).permutation(names)[:3])
+        supports = [(smollm2.encode((" " + name) * 3), name) for name in labels]
+        query = labels[t % 3]
+        prompt = fewshot.build_prompt(smollm2, supports, smollm2.encode((" " + query) * 3))
+        assert labels[fewshot.classify(smollm2, prompt, labels)] == query
+
+
+def test_random_coder_is_stable_per_image_and_seed():
+    coder = fewshot.RandomCoder(np.arange(100, 200), length=5, seed=1)
+    imgs = np.zeros((3, 4, 4), np.uint8)
+    a, b = coder.ids(imgs, [7, 8, 7]), coder.ids(imgs, [7, 8, 7])
+    assert a == b and a[0] == a[2] and a[0] != a[1] and all(len(x) == 5 for x in a)
+    assert all(100 <= t < 200 for x in a for t in x)
+    assert fewshot.RandomCoder(np.arange(100, 200), 5, seed=2).ids(imgs, [7])[0] != a[0]
+
+
+def test_every_method_reads_the_same_episodes(tmp_path):
+    labels = np.repeat(np.arange(6), 5)
+    eps = episodes_mod.sample(labels, ways=3, shots=2, queries=1, n_episodes=4, seed=0)
+    path = tmp_path / "eps.csv"
+    episodes_mod.write_csv(path, eps, dataset="fashion_mnist", split="test")
+    seen = []
+
+    class Recorder:
+        name = "recorder"
+
+        def ids(self, images, keys):
+            seen.append(list(keys))
+            return [[int(k) % 50 + 300] for k in keys]
+
+    class FakeLLM:
+        def encode(self, text):
+            return [ord(c) for c in text]
+
+        def score(self, prompt, cands):
+            return [float(-i) for i in range(len(cands))]
+
+    images = np.zeros((len(labels), 2, 2), np.uint8)
+    read = episodes_mod.read_csv(path)
+    recs, summary = fewshot.run(FakeLLM(), Recorder(), read, images, open_ended_eval=False, progress=False)
+    recs2, _ = fewshot.run(FakeLLM(), Recorder(), episodes_mod.read_csv(path), images, open_ended_eval=False,
+                           progress=False)
+    assert recs == recs2 and seen[0] == seen[1]
+    assert summary["episodes"] == 4 and summary["queries"] == 12
+    # The fake scorer always picks the first class name of the episode.
+    assert all(r["pred"] == episodes_mod.read_csv(path)[r["episode"]].class_names[0] for r in recs)
+
+
+def test_mean_ci95_closed_form():
+    m, h = fewshot.mean_ci95([0.0, 1.0, 1.0, 0.0])
+    assert m == 0.5 and h == pytest.approx(1.96 * np.std([0, 1, 1, 0], ddof=1) / 2)
