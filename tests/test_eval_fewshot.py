@@ -72,3 +72,22 @@ def test_every_method_reads_the_same_episodes(tmp_path):
 def test_mean_ci95_closed_form():
     m, h = fewshot.mean_ci95([0.0, 1.0, 1.0, 0.0])
     assert m == 0.5 and h == pytest.approx(1.96 * np.std([0, 1, 1, 0], ddof=1) / 2)
+
+
+def test_report_table_and_plot(tmp_path):
+    import json
+
+    from eval import report
+
+    runs = tmp_path / "runs"
+    for name, method, layers, acc in [("a", "spae", 1, 0.6), ("b", "spae", 2, 0.7), ("c", "random", 2, 0.5),
+                                      ("d", "lens", None, 0.8)]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "summary.json").write_text(json.dumps(
+            {"method": method, "layers": layers, "accuracy": acc, "ci95": 0.05, "dataset": "fashion_mnist",
+             "split": "test", "ways": 2, "shots": 1, "episodes": 10}))
+    report.main(["--runs", str(runs), "--out", str(tmp_path / "rep")])
+    text = (tmp_path / "rep" / "REPORT.md").read_text()
+    assert "| spae (2 layers) | 70.0 ± 5.0 |" in text and "| lens | 80.0 ± 5.0 |" in text
+    assert text.index("spae (1 layer)") < text.index("| lens") < text.index("| random")
+    assert (tmp_path / "rep" / "layers.png").stat().st_size > 1000
