@@ -1,0 +1,188 @@
+"""Train the LENS captioner (image encoder + cross-attention decoder over LLM tokens).
+
+    nice -n 10 python -m train.captioner --config train/configs/captioner.py --workdir runs/captioner \
+        [--set train.steps=2000 --set data.batch_size=32]
+
+Data: synthetic scenes (`visiondata.scenes`, 6 captions per image) or a COCO caption JSON
+(`--set data.source=coco --set data.coco_json=... --set data.coco_image_dir=...`).
+Sharded jit over a 1-D "data" mesh (every visible device), Orbax checkpoints every
+train.ckpt_every steps; rerunning the same command resumes exactly (model, optimizer and
+data-iterator position). At the end writes --workdir/export, which `Captioner.load(dir)`
+and `Lens.load(captioner=dir)` read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def load_data(cfg):
+    """-> (train_images, train_captions, val_images, val_captions); images uint8 (N, S, S, 3)."""
+    d = cfg.data
+    if d.source == "scenes":
+        from visiondata import scenes
+
+        tr = scenes.generate(d.num_train, size=d.image_size, seed=cfg.seed, split="train", background=d.background)
+        va = scenes.generate(d.num_val, size=d.image_size, seed=cfg.seed, split="test", background=d.background)
+        return tr.images, tr.captions, va.images, va.captions
+    if d.source == "coco":
+        from visiondata.formats import read_coco_captions
+
+        if not d.coco_json or not d.coco_image_dir:
+            raise ValueError("data.source=coco needs --set data.coco_json=PATH --set data.coco_image_dir=DIR")
+        cs = read_coco_captions(d.coco_json, image_dir=d.coco_image_dir, size=d.image_size)
+        keep = [i for i, c in enumerate(cs.captions) if c]
+        images, caps = np.asarray(cs.images)[keep], [cs.captions[i] for i in keep]
+        order = np.random.default_rng(cfg.seed).permutation(len(caps))
+        nval = max(1, int(round(d.coco_val_frac * len(caps))))
+        va, tr = order[:nval], order[nval:]
+        return images[tr], [caps[i] for i in tr], images[va], [caps[i] for i in va]
+    raise ValueError(f"data.source must be 'scenes' or 'coco', got {d.source!r}")
+
+
+def load_tokenizer(cfg, tokenizer=None):
+    """The frozen LLM's tokenizer (anything with encode(str) -> ids and decode(ids) -> str)."""
+    if tokenizer is not None:
+        return tokenizer
+    from backbones import load_llm
+
+    return load_llm(cfg.vocab.llm)
+
+
+def build_vocab(cfg, captions, tok, workdir):
+    """Compact vocabulary from the training captions; pinned in workdir/vocab.json for resumes."""
+    from lens.caption_vocab import CaptionVocab
+
+    path = os.path.join(workdir, "vocab.json")
+    vocab = CaptionVocab.build((c for caps in captions for c in caps), tok.encode,
+                               min_count=cfg.vocab.min_count, max_size=cfg.vocab.max_size)
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)["llm_ids"]
+        if saved != vocab.llm_ids.tolist():
+            raise RuntimeError(f"{path} differs from the vocabulary of these captions: the data or tokenizer "
+                               "changed since this workdir was made; use a fresh --workdir")
+    else:
+        with open(path, "w") as f:
+            json.dump({"llm_ids": vocab.llm_ids.tolist()}, f)
+    return vocab
+
+
+def model_config(cfg, vocab_size: int):
+    from lens.captioner import CaptionerConfig
+
+    m = cfg.model
+    return CaptionerConfig(vocab_size=vocab_size, image_size=cfg.data.image_size, channels=tuple(m.channels),
+                           width=m.width, heads=m.heads, encoder_layers=m.encoder_layers,
+                           decoder_layers=m.decoder_layers, mlp_ratio=m.mlp_ratio, max_len=m.max_len)
+
+
+def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quiet: bool = False) -> dict:
+    """Run (or resume) training; returns the last logged metrics (+ wall time)."""
+    import jax
+    from flax import nnx
+
+    from lens.caption import Captioner
+    from lens.captioner import CaptionerModel, count_params
+    from lens.training import TrainStep, caption_arrays, optimizer_from
+    from train import trainlib
+    from visiondata.pipeline import ArrayLoader
+
+    t0 = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(cfg.to_dict(), f, indent=1, default=list)
+    tok = load_tokenizer(cfg, tokenizer)
+    tr_images, tr_caps, va_images, va_caps = load_data(cfg)
+    vocab = build_vocab(cfg, tr_caps, tok, workdir)
+    mcfg = model_config(cfg, len(vocab))
+    arrays = caption_arrays(tr_images, tr_caps, vocab, tok.encode, mcfg.max_len)
+    val = caption_arrays(va_images, va_caps, vocab, tok.encode, mcfg.max_len)
+    unk = vocab.unk_rate([c for caps in tr_caps[:2000] for c in caps], tok.encode)
+    if not quiet:
+        print(f"captioner: {len(tr_images)} train / {len(va_images)} val images, vocab {len(vocab)} "
+              f"(unk rate {unk:.4f}), {arrays['tokens'].shape[1]} captions per image", file=sys.stderr)
+
+    mesh = trainlib.make_mesh(cfg.train.num_devices)
+    n_dev = mesh.shape["data"]
+    if cfg.data.batch_size % n_dev:
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} must be a multiple of the {n_dev} devices")
+    loader = ArrayLoader(arrays, cfg.data.batch_size, seed=cfg.seed, shuffle=True, drop_remainder=True)
+    model = CaptionerModel(mcfg, rngs=nnx.Rngs(cfg.seed))
+    if not quiet:
+        print(f"captioner: {count_params(model):,} parameters on {n_dev} device(s)", file=sys.stderr)
+    step_fn = TrainStep(model, optimizer_from(cfg.optim, cfg.train.steps), mesh, seed=cfg.seed,
+                        label_smoothing=cfg.optim.label_smoothing)
+    del model
+    nval = (len(va_images) // n_dev) * n_dev
+    val_batch = trainlib.shard_batch({k: v[:nval] for k, v in val.items()}, mesh) if nval else None
+
+    ckpt = trainlib.Checkpointer(workdir, max_to_keep=2)
+    writer = trainlib.MetricsWriter(workdir)
+    start = 0
+    restored = ckpt.restore(step_fn.state)
+    if restored is not None:
+        start, step_fn.state, extra = restored
+        loader.set_state(extra["loader"])
+        if not quiet:
+            print(f"captioner: resumed from step {start} in {workdir}", file=sys.stderr)
+
+    total, last = cfg.train.steps, {}
+    bar = trainlib.progress(total=total, initial=start, desc="captioner", disable=True if quiet else None)
+    t_log = time.time()
+    for step in range(start + 1, total + 1):
+        metrics = step_fn(trainlib.shard_batch(next(loader), mesh))
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == total:
+            m = trainlib.to_host_scalars(metrics)
+            trainlib.check_finite(step, m)
+            m["sec_per_step"] = (time.time() - t_log) / cfg.train.log_every
+            t_log = time.time()
+            if val_batch is not None:
+                m.update({f"val_{k}": v for k, v in trainlib.to_host_scalars(step_fn.evaluate(val_batch)).items()})
+            writer.write(step, m)
+            bar.set_postfix(loss=f"{m['loss']:.3f}", val=f"{m.get('val_loss', float('nan')):.3f}")
+            last = {"step": step, **m}
+        if step % cfg.train.ckpt_every == 0 or step == total:
+            ckpt.save(step, step_fn.state, extra={"loader": loader.get_state(), "step": step})
+        if stop_after is not None and step - start >= stop_after:
+            bar.close()
+            ckpt.close()
+            return last  # simulated interruption: no export
+    bar.close()
+    ckpt.close()
+    jax.block_until_ready(step_fn.state)
+    cap = Captioner(step_fn.model(), vocab, tok.decode,
+                    meta={"trained_steps": total, "data": cfg.data.to_dict(), "seed": cfg.seed,
+                          "llm": cfg.vocab.llm, "final": {k: v for k, v in last.items() if k != "step"}})
+    export_dir = os.path.join(workdir, "export")
+    cap.save(export_dir)
+    if not quiet and len(va_images):
+        for img_caps, pred in zip(va_caps[:4], cap.caption(va_images[:4])):
+            print(f"  pred: {pred!r}\n  ref:  {img_caps[0]!r}", file=sys.stderr)
+    last["wall_s"] = time.time() - t0
+    last["export"] = export_dir
+    return last
+
+
+def main(argv=None):
+    from train import trainlib
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="a.b=value", help="config override")
+    p.add_argument("--stop_after", type=int, default=None,
+                   help="stop after this many steps of this run, without export (tests: simulated kill)")
+    args = p.parse_args(argv)
+    cfg = trainlib.load_config(args.config, args.set)
+    print(json.dumps(train(cfg, args.workdir, stop_after=args.stop_after)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""LENS captioner on 64 px synthetic scenes (the shipped `lens/pretrained/captioner`).
+
+    nice -n 10 python -m train.captioner --config train/configs/captioner.py --workdir runs/captioner
+    python -m eval.captioning --captioner runs/captioner/export
+
+A CNN (3 stride-2 stages -> 8x8 image tokens) + 1 encoder layer + 2-layer cross-attention
+decoder, width 128 (0.84 M parameters), sized for ~25 minutes on a shared 2-core CPU, over a compact vocabulary of the SmolLM2 token ids seen in the training
+captions. Variants override fields: `captioner_tiny.py` (tests), `captioner_coco.py` (COCO
+caption JSON); `--set a.b=value` overrides one field.
+"""
+from train.trainlib import Config
+
+
+def get_config():
+    return Config(
+        seed=0,
+        data=Config(
+            source="scenes",          # "scenes" or "coco"
+            image_size=64,
+            num_train=20_000,         # scenes: images of split "train" (6 captions each)
+            num_val=64,               # scenes: images of split "test" for the val loss (all captions)
+            background="plain",       # scenes background: plain | photo | mixed
+            coco_json="",             # coco: caption annotations (visiondata.formats.read_coco_captions)
+            coco_image_dir="",        # coco: the images those annotations name
+            coco_val_frac=0.02,
+            batch_size=32,
+        ),
+        vocab=Config(llm="smollm2-135m", min_count=1, max_size=4096),
+        model=Config(channels=(16, 32, 64), width=128, heads=4, encoder_layers=1, decoder_layers=2,
+                     mlp_ratio=4, max_len=24),
+        optim=Config(lr=1.5e-3, warmup=200, final_lr_frac=0.05, weight_decay=0.01, clip=1.0, label_smoothing=0.0),
+        train=Config(steps=3000, log_every=100, ckpt_every=500, num_devices=None),
+    )
