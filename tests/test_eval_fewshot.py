@@ -91,3 +91,18 @@ def test_report_table_and_plot(tmp_path):
     assert "| spae (2 layers) | 70.0 ± 5.0 |" in text and "| lens | 80.0 ± 5.0 |" in text
     assert text.index("spae (1 layer)") < text.index("| lens") < text.index("| random")
     assert (tmp_path / "rep" / "layers.png").stat().st_size > 1000
+
+
+def test_vqa_prompt_and_items(smollm2):
+    from eval import fewshot_vqa
+    from visiondata import scenes
+
+    s = scenes.generate(12, size=32, seed=0, split="test")
+    items = fewshot_vqa.sample_items(s, n_questions=5, shots=2, seed=0)
+    assert items == fewshot_vqa.sample_items(s, n_questions=5, shots=2, seed=0)
+    for img, qa, demos in items:
+        assert img not in [d for d, _ in demos] and 0 <= qa < len(s.qa[img])
+    img_ids = smollm2.encode(" red circle")
+    prompt = fewshot_vqa.build_prompt(smollm2, [(img_ids, "What color is it?", "red")], img_ids, "What shape is it?")
+    assert smollm2.decode(prompt) == (fewshot_vqa.INSTRUCTION + "\nImage: red circle\nQuestion: What color is it?\n"
+                                      "Answer: red\n\nImage: red circle\nQuestion: What shape is it?\nAnswer:")
