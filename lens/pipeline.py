@@ -1,0 +1,115 @@
+"""`Lens`: vision modules describe an image in text; the frozen LLM reasons over that text.
+
+    from lens import Lens
+    lens = Lens.load()                                 # offline defaults: SmolLM2, repo CLIP, shipped captioner
+    out = lens(images, ["What color is the circle?"])  # images uint8 (B, H, W, 3)
+    out[0] -> {"tags": [...], "attributes": [...], "captions": [...], "prompt": str, "answer": str | None}
+    lens.classify(images, ["t-shirt", "trouser", ...]) -> (B, C) summed log-probs of each label
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from lens.images import prepare_images
+from lens.prompt import build_prompt, clean_answer, describe
+
+
+class Lens:
+    def __init__(self, llm, captioner=None, tagger=None, attributer=None, *, num_captions: int = 5, beam: int = 4,
+                 sample_top_k: int = 10, answer_tokens: int = 8, chat: bool = False, seed: int = 0):
+        self.llm, self.captioner, self.tagger, self.attributer = llm, captioner, tagger, attributer
+        self.num_captions, self.beam, self.sample_top_k = num_captions, beam, sample_top_k
+        self.answer_tokens, self.chat, self.seed = answer_tokens, chat, seed
+
+    @classmethod
+    def load(cls, llm="smollm2-135m", clip="default", captioner=None, vocab_dir=None, *, top_k_tags: int = 5,
+             top_k_attributes: int = 3, tag_threshold: float = 0.02, attribute_threshold: float = 0.02,
+             **kwargs) -> "Lens":
+        """Everything offline by default. `llm`/`clip` take names, paths or loaded models; `captioner` a
+        directory written by `train.captioner` (default: the shipped lens/pretrained/captioner) or a
+        `Captioner`; clip=None skips tags and attributes."""
+        from lens.build_vocab import load_attributes, load_tags
+        from lens.caption import Captioner
+        from lens.tagging import VocabScorer
+
+        if isinstance(llm, str):
+            from backbones import load_llm
+
+            llm = load_llm(llm)
+        if not isinstance(captioner, Captioner):
+            captioner = Captioner.load(captioner, decode=llm.decode)
+        tagger = attributer = None
+        if clip is not None:
+            if isinstance(clip, str):
+                from backbones import load_clip
+
+                try:
+                    clip = load_clip(None if clip == "default" else clip)
+                except (FileNotFoundError, ImportError, OSError) as e:
+                    if clip != "default":
+                        raise
+                    warnings.warn(f"no contrastive model available ({e}); LENS runs without tags and attributes")
+                    clip = None
+            if clip is not None:
+                tagger = VocabScorer(clip, load_tags(vocab_dir), "a photo of {}", top_k_tags, tag_threshold)
+                attributer = VocabScorer(clip, load_attributes(vocab_dir), "a photo of {}", top_k_attributes,
+                                         attribute_threshold)
+        return cls(llm, captioner, tagger, attributer, **kwargs)
+
+    # -- vision to text --------------------------------------------------------------------
+    def describe_images(self, images) -> list[dict]:
+        """uint8 (B, H, W, 3) (or a list of arrays / paths) -> per image {"tags", "attributes", "captions"}."""
+        scorer = self.tagger or self.attributer
+        clip_in = prepare_images(images, getattr(scorer.clip, "image_size", 224)) if scorer else None
+        x = prepare_images(images, self.captioner.cfg.image_size) if self.captioner else clip_in
+        if x is None:
+            raise ValueError("this Lens has neither a captioner nor a contrastive model")
+        b = len(x)
+        tags = [[t for t, _ in row] for row in self.tagger(clip_in)] if self.tagger else [[] for _ in range(b)]
+        attrs = [[t for t, _ in row] for row in self.attributer(clip_in)] if self.attributer else [[] for _ in range(b)]
+        caps = [[] for _ in range(b)]
+        if self.captioner is not None:
+            best = self.captioner.caption(x, beam=self.beam)
+            extra = self.captioner.sample(x, n=self.num_captions, top_k=self.sample_top_k, seed=self.seed) \
+                if self.num_captions > 0 else [[] for _ in range(b)]
+            caps = [list(dict.fromkeys([g] + e))[: max(1, self.num_captions)] for g, e in zip(best, extra)]
+        return [{"tags": t, "attributes": a, "captions": c} for t, a, c in zip(tags, attrs, caps)]
+
+    # -- reasoning ----------------------------------------------------------------------------
+    def answer(self, prompts: Sequence[str]) -> list[str]:
+        """Greedy, short continuations of LENS prompts by the frozen LLM."""
+        raw = self.llm.generate(list(prompts), max_new_tokens=self.answer_tokens, chat=self.chat, temperature=0.0)
+        return [clean_answer(r) for r in raw]
+
+    def __call__(self, images, questions: Sequence[str] | None = None) -> list[dict]:
+        outs = self.describe_images(images)
+        if questions is not None:
+            if isinstance(questions, str):
+                questions = [questions]
+            if len(questions) != len(outs):
+                raise ValueError(f"{len(outs)} images but {len(questions)} questions (give one per image, or None)")
+        for i, o in enumerate(outs):
+            q = None if questions is None else questions[i]
+            o["prompt"] = build_prompt(o["tags"], o["attributes"], o["captions"], q)
+            o["answer"] = None
+        if questions is not None:
+            for o, a in zip(outs, self.answer([o["prompt"] for o in outs])):
+                o["answer"] = a
+        return outs
+
+    def classify(self, images, labels: Sequence[str], question: str = "What is in the image?") -> np.ndarray:
+        """(B, C) summed log-probs of " {label}" after each image's LENS prompt (argmax = prediction)."""
+        outs = self(images, None)
+        scores = []
+        for o in outs:
+            prompt = build_prompt(o["tags"], o["attributes"], o["captions"], question)
+            scores.append(self.llm.score(prompt, [" " + lab for lab in labels]))
+        return np.asarray(scores, np.float32)
+
+    @staticmethod
+    def text(out: dict, **kw) -> str:
+        """A compact one-line description of one image's output, for prompts built elsewhere."""
+        return describe(out, **kw)
