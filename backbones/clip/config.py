@@ -47,6 +47,10 @@ class TextConfig:
     # the end-of-text token has the largest id of the CLIP vocabulary).
     pool: Literal["eos", "argmax"] = "argmax"
     eos_id: int = 49407
+    # Token embeddings taken from a frozen table (the LLM's, width token_dim) and projected to
+    # `width` by a trained Linear; the table is not a Param, is never trained, and is not saved:
+    # it is filled from the LLM at load time (LiT-style text input built from the frozen LLM).
+    frozen_token_dim: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,8 +35,12 @@ def expected_shapes(cfg: CLIPConfig) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in param_dict(abstract_clip(cfg)).items()}
 
 
-def build_from_params(cfg: CLIPConfig, params: dict[str, np.ndarray], source: str = "checkpoint") -> CLIP:
-    """A CLIP of architecture ``cfg`` holding ``params``; raises on any missing, extra or misshapen tensor."""
+def build_from_params(cfg: CLIPConfig, params: dict[str, np.ndarray], source: str = "checkpoint",
+                      token_table: np.ndarray | None = None) -> CLIP:
+    """A CLIP of architecture ``cfg`` holding ``params``; raises on any missing, extra or misshapen tensor.
+
+    ``token_table``: the frozen (V, d) token table of a text tower with ``frozen_token_dim`` (the LLM's embeddings).
+    """
     want = expected_shapes(cfg)
     missing = sorted(set(want) - set(params))
     extra = sorted(set(params) - set(want))
@@ -55,6 +59,12 @@ def build_from_params(cfg: CLIPConfig, params: dict[str, np.ndarray], source: st
     pure = traverse_util.unflatten_dict(
         {tuple(int(p) if p.isdigit() else p for p in k.split(".")): jnp.asarray(np.asarray(v, np.float32))
          for k, v in params.items()})
+    if cfg.text.frozen_token_dim:
+        want_table = (cfg.text.vocab_size, cfg.text.frozen_token_dim)
+        if token_table is None or tuple(token_table.shape) != want_table:
+            raise ValueError(f"{source}: the text tower needs its frozen token table {want_table} (the LLM's "
+                             f"embeddings), got {None if token_table is None else token_table.shape}")
+        pure["text"]["token_table"] = jnp.asarray(token_table, jnp.float32)
     nnx.replace_by_pure_dict(state, pure)
     return nnx.merge(graphdef, state)
 
@@ -290,9 +300,10 @@ def is_own_dir(path: str) -> bool:
         return json.load(f).get("format") == OWN_FORMAT
 
 
-def load_own(directory: str) -> tuple[CLIP, dict]:
+def load_own(directory: str, token_table: np.ndarray | None = None) -> tuple[CLIP, dict]:
     with open(os.path.join(directory, "config.json")) as f:
         meta = json.load(f)
     cfg = CLIPConfig.from_dict(meta["config"])
     sd = read_tensors(os.path.join(directory, "model.safetensors"))
-    return build_from_params(cfg, sd, f"checkpoint {directory}"), {"format": OWN_FORMAT, "path": directory, **meta}
+    model = build_from_params(cfg, sd, f"checkpoint {directory}", token_table=token_table)
+    return model, {"path": directory, **meta}

@@ -112,12 +112,22 @@ class VisionTower(nnx.Module):
         return self.projection(self.post_layernorm(x[:, 0]))               # (B, E)
 
 
+class FrozenTable(nnx.Variable):
+    """A lookup table that is not a Param: outside the optimizer, gradients and saved checkpoints."""
+
+
 class TextTower(nnx.Module):
     """Token + position embedding -> causal blocks -> final LN -> feature at the end token -> proj."""
 
     def __init__(self, cfg: TextConfig, embed_dim: int, *, rngs: nnx.Rngs):
         D = cfg.width
-        self.token_embedding = nnx.Embed(cfg.vocab_size, D, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+        if cfg.frozen_token_dim:
+            self.token_table = FrozenTable(jnp.zeros((cfg.vocab_size, cfg.frozen_token_dim), jnp.float32))
+            self.token_proj = nnx.Linear(cfg.frozen_token_dim, D, rngs=rngs)
+        else:
+            self.token_embedding = nnx.Embed(cfg.vocab_size, D, embedding_init=nnx.initializers.normal(0.02),
+                                             rngs=rngs)
+        self.frozen = bool(cfg.frozen_token_dim)
         self.position_embedding = nnx.Param(_normal(rngs, (cfg.context_length, D), 0.01))
         self.encoder = Encoder(D, cfg.layers, cfg.heads, cfg.mlp_dim, cfg.act, cfg.ln_eps, rngs=rngs)
         self.final_layer_norm = nnx.LayerNorm(D, epsilon=cfg.ln_eps, rngs=rngs)
@@ -133,7 +143,11 @@ class TextTower(nnx.Module):
         if ids.ndim != 2 or ids.shape[1] > self.context_length:
             raise ValueError(f"expected token ids (B, T<={self.context_length}), got {ids.shape}")
         T = ids.shape[1]
-        x = self.token_embedding(ids) + self.position_embedding[:T]        # (B, T, D)
+        if self.frozen:
+            tok = self.token_proj(jnp.take(jax.lax.stop_gradient(self.token_table[...]), ids, axis=0))
+        else:
+            tok = self.token_embedding(ids)                                 # (B, T, D)
+        x = tok + self.position_embedding[:T]                               # (B, T, D)
         x = self.final_layer_norm(self.encoder(x, causal=True))
         pooled = jnp.take_along_axis(x, self.end_positions(ids)[:, None, None], axis=1)[:, 0]  # (B, D)
         return self.projection(pooled)                                      # (B, E)

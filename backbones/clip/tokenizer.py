@@ -184,21 +184,38 @@ class ByteTokenizer(_Base):
 
 
 class LLMTokenizer(_Base):
-    """The frozen LLM's tokenizer (``llm.encode``), with its own bos/eos ids and pad id."""
+    """The frozen LLM's tokenizer (the ids ``llm.encode`` gives), lower-cased; bos/eos/pad are its special ids.
 
-    def __init__(self, encode, bos_id: int, eos_id: int, pad_id: int, vocab_size: int,
-                 context_length: int = 32, llm_name: str = "smollm2-135m"):
-        self.encode, self.bos_id, self.eos_id, self.pad_id = encode, bos_id, eos_id, pad_id
-        self.vocab_size, self.context_length, self.llm_name = vocab_size, context_length, llm_name
+    For SmolLM2: bos = ``<|im_start|>`` (1), eos = ``<|im_end|>`` (2), pad = ``<|endoftext|>`` (0).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, bos_id: int, eos_id: int, pad_id: int,
+                 context_length: int = 40, llm_name: str = "smollm2-135m"):
+        self.tokenizer, self.bos_id, self.eos_id, self.pad_id = tokenizer, bos_id, eos_id, pad_id
+        self.vocab_size, self.context_length, self.llm_name = tokenizer.get_vocab_size(), context_length, llm_name
 
     def encode_tokens(self, texts):
-        return [list(self.encode(" ".join(t.lower().split()))) for t in texts]
+        texts = [" ".join(t.lower().split()) for t in texts]
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids if int(i) not in (self.pad_id, self.bos_id, self.eos_id)])
 
     def spec(self) -> dict:
         return {"type": "llm", "name": self.llm_name, "context_length": self.context_length}
 
 
-def tokenizer_from_spec(spec: dict, directory: str | None = None, llm=None):
+def llm_tokenizer(tokenizer: Tokenizer, context_length: int = 40, name: str = "smollm2-135m") -> LLMTokenizer:
+    """Wrap an LLM's ``tokenizers.Tokenizer`` with its special ids (ChatML names, else common fallbacks)."""
+    vocab = tokenizer.get_vocab()
+    pick = lambda names, default: next((vocab[t] for t in names if t in vocab), default)
+    bos = pick(("<|im_start|>", "<s>", "<bos>"), 1)
+    eos = pick(("<|im_end|>", "</s>", "<eos>"), 2)
+    pad = pick(("<|endoftext|>", "<pad>", "<|padding|>"), 0)
+    return LLMTokenizer(tokenizer, bos, eos, pad, context_length, name)
+
+
+def tokenizer_from_spec(spec: dict, directory: str | None = None, llm_tokenizer_obj: Tokenizer | None = None):
     """Rebuild a tokenizer from the ``spec()`` stored in a checkpoint's config."""
     kind = spec["type"]
     if kind == "bytes":
@@ -209,19 +226,7 @@ def tokenizer_from_spec(spec: dict, directory: str | None = None, llm=None):
             return BPETokenizer.from_file(path, context_length=spec["context_length"], pad_id=spec["pad_id"])
         return BPETokenizer.from_open_clip_vocab(context_length=spec["context_length"], pad_id=spec["pad_id"])
     if kind == "llm":
-        if llm is None:
-            from backbones import load_llm
-
-            llm = load_llm(spec["name"])
-        return llm_tokenizer(llm, spec["context_length"], spec["name"])
+        if llm_tokenizer_obj is None:
+            raise ValueError("an LLM-tokenizer checkpoint needs the LLM's tokenizer (see backbones.clip.llm_text)")
+        return llm_tokenizer(llm_tokenizer_obj, spec["context_length"], spec["name"])
     raise ValueError(f"unknown tokenizer type {kind!r}")
-
-
-def llm_tokenizer(llm, context_length: int = 32, name: str = "smollm2-135m") -> LLMTokenizer:
-    """Wrap ``llm.encode`` with the LLM's bos/eos ids (SmolLM2: <|im_start|>/<|endoftext|>, both special)."""
-    tok = llm.tokenizer
-    vocab = tok.get_vocab()
-    bos = next((vocab[t] for t in ("<|im_start|>", "<s>", "<bos>") if t in vocab), 1)
-    eos = next((vocab[t] for t in ("<|endoftext|>", "</s>", "<eos>") if t in vocab), 0)
-    pad = next((vocab[t] for t in ("<|padding|>", "<pad>") if t in vocab), eos)
-    return LLMTokenizer(llm.encode, bos, eos, pad, len(llm.token_strings), context_length, name)
