@@ -1,0 +1,145 @@
+"""The frozen codebook: the LLM's token embeddings, filtered to a word-like sub-vocabulary.
+
+    vocab = Vocabulary.from_llm(llm, mode="words", min_len=3)      # or from_tables(...)
+    vocab.embeddings  (V', d) float32   rows of llm.embeddings
+    vocab.llm_ids     (V',)   int64     real LLM ids (row i of the codebook is LLM id llm_ids[i])
+    vocab.words       list[str]         readable strings ("dress")
+
+The codebook is held in `FrozenCodebook`, an nnx.Variable that is not an nnx.Param, so an
+`nnx.Optimizer(model, tx, wrt=nnx.Param)` never sees it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Sequence
+
+import numpy as np
+from flax import nnx
+
+__all__ = ["FrozenCodebook", "Vocabulary", "select_word_tokens", "clean_token"]
+
+# Byte-level BPE marks a leading space with "Ġ" and newlines with "Ċ"; SentencePiece uses "▁".
+_SPACE_MARKS = ("Ġ", "▁", " ")
+
+
+class FrozenCodebook(nnx.Variable):
+    """A (V, d) table that is part of the model's state but never optimised."""
+
+
+def clean_token(token: str) -> str:
+    """Readable form of a vocabulary string: drop a leading space marker."""
+    for mark in _SPACE_MARKS:
+        if token.startswith(mark):
+            return token[len(mark):]
+    return token
+
+
+def select_word_tokens(token_strings: Sequence[str], mode: str = "words", min_len: int = 3,
+                       max_size: int | None = None, dedupe: bool = True) -> np.ndarray:
+    """LLM ids of the word-like tokens, in id order.
+
+    mode "words": a space-marked, lower-case alphabetic word ("Ġdress") of >= min_len letters;
+    mode "alpha": any alphabetic token, with or without the space mark;
+    mode "all":   every token that is not special (<...>) nor a raw byte (<0x..>).
+    dedupe keeps the lowest id among tokens with the same readable lower-case form.
+    max_size keeps the first max_size selected ids (low ids are the earliest BPE merges,
+    i.e. the most frequent words).
+    """
+    patterns = {
+        "words": re.compile(r"(?:Ġ|▁| )[a-z]{%d,}" % min_len),
+        "alpha": re.compile(r"(?:Ġ|▁| )?[A-Za-z]{%d,}" % min_len),
+        "all": None,
+    }
+    if mode not in patterns:
+        raise ValueError(f"unknown vocabulary mode {mode!r}; use one of {sorted(patterns)}")
+    pattern = patterns[mode]
+    keep, seen = [], set()
+    for i, tok in enumerate(token_strings):
+        if pattern is None:
+            if (tok.startswith("<") and tok.endswith(">")) or not tok.strip():
+                continue
+        elif not pattern.fullmatch(tok):
+            continue
+        key = clean_token(tok).lower()
+        if dedupe and key in seen:
+            continue
+        seen.add(key)
+        keep.append(i)
+        if max_size is not None and len(keep) >= max_size:
+            break
+    if not keep:
+        raise ValueError(f"no token of the vocabulary matches mode {mode!r} (min_len={min_len})")
+    return np.asarray(keep, np.int64)
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """A filtered sub-vocabulary of a frozen LLM and its embedding rows."""
+
+    embeddings: np.ndarray          # (V', d) float32
+    llm_ids: np.ndarray             # (V',) int64
+    words: list[str]                # (V',) readable strings
+
+    def __post_init__(self):
+        self.embeddings = np.asarray(self.embeddings, np.float32)
+        self.llm_ids = np.asarray(self.llm_ids, np.int64)
+        if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.llm_ids) != len(self.words):
+            raise ValueError(f"vocabulary tables disagree: embeddings {self.embeddings.shape}, "
+                             f"{len(self.llm_ids)} ids, {len(self.words)} words")
+
+    @property
+    def size(self) -> int:
+        return len(self.llm_ids)
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    @classmethod
+    def from_tables(cls, embeddings: np.ndarray, token_strings: Sequence[str], mode: str = "words",
+                    min_len: int = 3, max_size: int | None = None) -> "Vocabulary":
+        embeddings = np.asarray(embeddings, np.float32)
+        if embeddings.shape[0] != len(token_strings):
+            raise ValueError(f"{embeddings.shape[0]} embedding rows but {len(token_strings)} token strings")
+        ids = select_word_tokens(token_strings, mode, min_len, max_size)
+        return cls(embeddings[ids], ids, [clean_token(token_strings[i]) for i in ids])
+
+    @classmethod
+    def from_llm(cls, llm, mode: str = "words", min_len: int = 3,
+                 max_size: int | None = None) -> "Vocabulary":
+        """From a loaded frozen LLM (`backbones.load_llm(...)`): its embeddings and token strings."""
+        return cls.from_tables(llm.embeddings, llm.token_strings, mode, min_len, max_size)
+
+    @classmethod
+    def random(cls, size: int, dim: int, seed: int = 0) -> "Vocabulary":
+        """A random stand-in codebook for shape/gradient tests only."""
+        rng = np.random.default_rng(seed)
+        emb = rng.normal(size=(size, dim)).astype(np.float32)
+        return cls(emb, np.arange(size), [f"tok{i}" for i in range(size)])
+
+    def to_llm_ids(self, codes: np.ndarray) -> np.ndarray:
+        """Codebook rows -> real LLM ids (same shape)."""
+        return self.llm_ids[np.asarray(codes)]
+
+    def to_words(self, codes: np.ndarray) -> list:
+        return [self.words[int(c)] for c in np.asarray(codes).reshape(-1)]
+
+    def save(self, path: str) -> None:
+        """Write ids and words as JSON (the embeddings come back from the LLM)."""
+        with open(path, "w") as f:
+            json.dump({"llm_ids": self.llm_ids.tolist(), "words": self.words}, f)
+
+    @classmethod
+    def load(cls, path: str, embeddings: np.ndarray) -> "Vocabulary":
+        """Rebuild from saved ids/words and the full LLM embedding table (V, d)."""
+        with open(path) as f:
+            d = json.load(f)
+        ids = np.asarray(d["llm_ids"], np.int64)
+        embeddings = np.asarray(embeddings, np.float32)
+        if ids.max() >= len(embeddings):
+            raise ValueError(f"vocabulary file {path} names LLM id {ids.max()} but the LLM has "
+                             f"{len(embeddings)} tokens: it was made for another LLM")
+        return cls(embeddings[ids], ids, list(d["words"]))

@@ -1,0 +1,160 @@
+"""SPAE losses: reconstruction, perceptual, GAN (StyleGAN-like discriminator), LeCam, semantic.
+
+All images are float in [-1, 1], (B, H, W, C).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = [
+    "l2_loss", "l1_loss", "psnr", "Discriminator", "FixedFeatures", "perceptual_loss",
+    "gan_generator_loss", "gan_discriminator_loss", "lecam_loss", "semantic_loss", "schedule_weight",
+]
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+
+def l2_loss(x, y):
+    return jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)))
+
+
+def l1_loss(x, y):
+    return jnp.mean(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32)))
+
+
+def psnr(x, y):
+    """PSNR in dB of images in [-1, 1] (peak 1 after mapping to [0, 1]); mean over the batch."""
+    mse = jnp.mean(jnp.square((jnp.clip(x, -1, 1) - jnp.clip(y, -1, 1)) / 2), axis=(1, 2, 3))
+    return jnp.mean(10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-10)))
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+
+class _DownBlock(nnx.Module):
+    """StyleGAN2-style residual block: two 3x3 convs, 2x average pooling, skip / sqrt(2)."""
+
+    def __init__(self, cin, cout, *, rngs):
+        self.conv1 = nnx.Conv(cin, cin, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(cin, cout, (3, 3), padding="SAME", rngs=rngs)
+        self.skip = nnx.Conv(cin, cout, (1, 1), use_bias=False, rngs=rngs)
+
+    def __call__(self, x):  # (B, H, W, cin) -> (B, H/2, W/2, cout)
+        h = nnx.leaky_relu(self.conv1(x), 0.2)
+        h = nnx.leaky_relu(self.conv2(h), 0.2)
+        pool = lambda t: nnx.avg_pool(t, (2, 2), strides=(2, 2))
+        return (pool(h) + self.skip(pool(x))) / math.sqrt(2.0)
+
+
+class Discriminator(nnx.Module):
+    """StyleGAN-like: residual down blocks to 4x4, minibatch stddev, conv, two dense layers."""
+
+    def __init__(self, image_size: int, channels: int, ch: int = 32, max_ch: int = 256, *, rngs: nnx.Rngs):
+        self.conv_in = nnx.Conv(channels, ch, (1, 1), rngs=rngs)
+        blocks, size, cin = [], image_size, ch
+        while size > 4:
+            cout = min(cin * 2, max_ch)
+            blocks.append(_DownBlock(cin, cout, rngs=rngs))
+            size, cin = size // 2, cout
+        self.blocks = nnx.List(blocks)
+        self.conv_out = nnx.Conv(cin + 1, cin, (3, 3), padding="SAME", rngs=rngs)
+        self.fc = nnx.Linear(cin * size * size, cin, rngs=rngs)
+        self.out = nnx.Linear(cin, 1, rngs=rngs)
+
+    def __call__(self, x):  # (B, H, W, C) -> (B,) logits
+        h = nnx.leaky_relu(self.conv_in(x.astype(jnp.float32)), 0.2)
+        for block in self.blocks:
+            h = block(h)
+        std = jnp.sqrt(jnp.var(h, axis=0) + 1e-8).mean()            # minibatch stddev feature
+        h = jnp.concatenate([h, jnp.broadcast_to(std, h.shape[:-1] + (1,))], axis=-1)
+        h = nnx.leaky_relu(self.conv_out(h), 0.2)
+        h = nnx.leaky_relu(self.fc(h.reshape(h.shape[0], -1)), 0.2)
+        return self.out(h)[:, 0]
+
+
+def gan_generator_loss(fake_logits):
+    """Non-saturating generator loss: softplus(-D(G(z)))."""
+    return jnp.mean(jax.nn.softplus(-fake_logits))
+
+
+def gan_discriminator_loss(real_logits, fake_logits):
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def lecam_loss(real_logits, fake_logits, ema_real, ema_fake):
+    """LeCam regularisation (Tseng et al. 2021) with EMAs of the discriminator's outputs."""
+    return (jnp.mean(jnp.square(jax.nn.relu(real_logits - ema_fake)))
+            + jnp.mean(jnp.square(jax.nn.relu(ema_real - fake_logits))))
+
+
+# ----------------------------------------------------------------------------- perceptual
+
+
+class FixedFeatures(nnx.Module):
+    """A fixed, randomly initialised (seeded) CNN whose multi-scale features define a
+    perceptual distance. Never trained (keep it out of the optimizer). A stand-in where no
+    pretrained perceptual network is installable; the contrastive model's tower can replace it."""
+
+    def __init__(self, channels: int, widths=(32, 64, 128), seed: int = 1234):
+        rngs = nnx.Rngs(seed)
+        convs, cin = [], channels
+        for w in widths:
+            convs.append(nnx.Conv(cin, w, (3, 3), padding="SAME", rngs=rngs))
+            convs.append(nnx.Conv(w, w, (3, 3), padding="SAME", rngs=rngs))
+            cin = w
+        self.convs = nnx.List(convs)
+
+    def __call__(self, x):  # (B, H, W, C) -> list of (B, H/2^i, W/2^i, w_i), unit-normalised per position
+        feats, h = [], x.astype(jnp.float32)
+        for i, conv in enumerate(self.convs):
+            h = nnx.relu(conv(h))
+            if i % 2 == 1:
+                feats.append(h / (jnp.linalg.norm(h, axis=-1, keepdims=True) + 1e-6))
+                h = nnx.avg_pool(h, (2, 2), strides=(2, 2))
+        return feats
+
+
+def perceptual_loss(features, x, y):
+    """Mean over scales of the squared distance between unit-normalised features."""
+    fx, fy = features(x), features(y)
+    return sum(jnp.mean(jnp.sum(jnp.square(a - b), axis=-1)) for a, b in zip(fx, fy)) / len(fx)
+
+
+# ----------------------------------------------------------------------------- semantic
+
+
+def semantic_loss(target, topk_emb, topk_prob, temperature: float):
+    """Cross-entropy between CLIP relevance over top-K tokens and the encoder's soft assignment.
+
+    target:    (B, h, w, d) the vector a semantic layer matched (l*z - (l-1)*zhat_{l-1})
+    topk_emb:  (B, K, d) embeddings of each image's K most relevant tokens
+    topk_prob: (B, K) target distribution (softmax of CLIP relevance)
+    soft assignment: softmax_k(-||target - e_k||^2 / temperature) at every position.
+    """
+    t = target.astype(jnp.float32)
+    e = topk_emb.astype(jnp.float32)
+    dist = (jnp.sum(t * t, -1)[..., None] - 2.0 * jnp.einsum("bhwd,bkd->bhwk", t, e)
+            + jnp.sum(e * e, -1)[:, None, None, :])                     # (B, h, w, K)
+    logp = jax.nn.log_softmax(-dist / temperature, axis=-1)
+    return -jnp.mean(jnp.sum(topk_prob[:, None, None, :] * logp, axis=-1))
+
+
+def schedule_weight(step, weight: float, kind: str = "constant", warmup: int = 0, total: int = 1):
+    """Loss weight at `step`: "constant", "warmup" (linear ramp over `warmup` steps) or
+    "cosine" (ramp, then cosine decay to 0 at `total`)."""
+    step = jnp.asarray(step, jnp.float32)
+    ramp = jnp.minimum(1.0, step / max(warmup, 1)) if warmup else 1.0
+    if kind == "constant":
+        return weight * jnp.ones_like(step)
+    if kind == "warmup":
+        return weight * ramp
+    if kind == "cosine":
+        frac = jnp.clip((step - warmup) / max(total - warmup, 1), 0.0, 1.0)
+        return weight * ramp * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    raise ValueError(f"unknown schedule {kind!r}; use constant, warmup or cosine")

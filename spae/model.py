@@ -1,0 +1,174 @@
+"""SPAE model: VQGAN-style CNN encoder/decoder around the frozen-codebook SAQ pyramid.
+
+    model = SPAE(vocab.embeddings, ModelConfig(...), rngs=nnx.Rngs(0))
+    z = model.encode(x)                      # x (B, H, W, C) in [-1, 1] -> (B, H/f, W/f, d)
+    ids, zhat, aux = model.quantize(z)       # SAQ over the frozen codebook
+    y = model.decode(zhat[k - 1])            # image from the first k layers, (B, H, W, C)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spae.codebook import FrozenCodebook
+from spae.quantizer import DEFAULT_CHUNK, embed_pyramid, layer_shapes, saq_quantize_aux
+
+__all__ = ["ModelConfig", "ResBlock", "Encoder", "Decoder", "SPAE"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 32                 # H = W of the model's input
+    channels: int = 1                    # 1 (grey) or 3 (RGB)
+    ch: int = 32                         # base width
+    ch_mult: tuple = (1, 2, 2)           # one entry per resolution; f = 2 ** (len - 1)
+    num_res_blocks: int = 1
+    strides: tuple = (8, 4, 2, 1)        # pyramid layer strides on the latent grid
+    chunk_size: int = DEFAULT_CHUNK      # vocabulary chunk of the nearest-neighbour search
+    dtype: str = "float32"               # compute dtype of the convolutions (bfloat16 on accelerators)
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.factor
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        for k in ("ch_mult", "strides"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def _groups(n: int) -> int:
+    """GroupNorm groups with >= 8 channels each: a spatially constant input (the top pyramid
+    layer is one token repeated) must not be normalised by a near-zero variance."""
+    for g in (32, 16, 8, 4, 2, 1):
+        if n % g == 0 and n // g >= 8:
+            return g
+    return 1
+
+
+class ResBlock(nnx.Module):
+    def __init__(self, cin: int, cout: int, *, dtype, rngs: nnx.Rngs):
+        self.norm1 = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
+        self.conv1 = nnx.Conv(cin, cout, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        self.norm2 = nnx.GroupNorm(cout, num_groups=_groups(cout), rngs=rngs)
+        self.conv2 = nnx.Conv(cout, cout, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        self.skip = nnx.Conv(cin, cout, (1, 1), dtype=dtype, rngs=rngs) if cin != cout else None
+
+    def __call__(self, x):  # (B, H, W, cin) -> (B, H, W, cout)
+        h = self.conv1(nnx.swish(self.norm1(x)))
+        h = self.conv2(nnx.swish(self.norm2(h)))
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class Encoder(nnx.Module):
+    """(B, H, W, C) -> (B, H/f, W/f, d)."""
+
+    def __init__(self, cfg: ModelConfig, d: int, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        self.conv_in = nnx.Conv(cfg.channels, widths[0], (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(ResBlock(cin, w, dtype=dtype, rngs=rngs))
+                cin = w
+            if i < len(widths) - 1:
+                blocks.append(nnx.Conv(w, w, (3, 3), strides=(2, 2), padding="SAME", dtype=dtype, rngs=rngs))
+        blocks.append(ResBlock(cin, cin, dtype=dtype, rngs=rngs))
+        self.blocks = nnx.List(blocks)
+        self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
+        self.proj = nnx.Conv(cin, d, (1, 1), rngs=rngs)   # to the LLM embedding width, in float32
+
+    def __call__(self, x):
+        h = self.conv_in(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.proj(nnx.swish(self.norm_out(h)).astype(jnp.float32))
+
+
+class Decoder(nnx.Module):
+    """(B, h, w, d) -> (B, h*f, w*f, C)."""
+
+    def __init__(self, cfg: ModelConfig, d: int, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        widths = [cfg.ch * m for m in cfg.ch_mult][::-1]
+        self.dtype = dtype
+        self.conv_in = nnx.Conv(d, widths[0], (1, 1), dtype=dtype, rngs=rngs)
+        blocks, cin = [ResBlock(widths[0], widths[0], dtype=dtype, rngs=rngs)], widths[0]
+        up_after = []
+        for i, w in enumerate(widths):
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(ResBlock(cin, w, dtype=dtype, rngs=rngs))
+                cin = w
+            if i < len(widths) - 1:
+                blocks.append(nnx.Conv(w, w, (3, 3), padding="SAME", dtype=dtype, rngs=rngs))
+                up_after.append(len(blocks) - 1)  # nearest x2 before this conv
+        self.blocks = nnx.List(blocks)
+        self.up_after = tuple(up_after)
+        self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
+        self.conv_out = nnx.Conv(cin, cfg.channels, (3, 3), padding="SAME", rngs=rngs)
+
+    def __call__(self, z):
+        h = self.conv_in(z.astype(self.dtype))
+        for i, block in enumerate(self.blocks):
+            if i in self.up_after:
+                h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
+            h = block(h)
+        return self.conv_out(nnx.swish(self.norm_out(h)).astype(jnp.float32))
+
+
+class SPAE(nnx.Module):
+    """Encoder -> SAQ over a frozen codebook (V, d) -> decoder."""
+
+    def __init__(self, codebook: np.ndarray, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        codebook = jnp.asarray(codebook, jnp.float32)      # concrete, or abstract under eval_shape
+        if codebook.ndim != 2:
+            raise ValueError(f"codebook must be (V, d); got {codebook.shape}")
+        if cfg.image_size % cfg.factor:
+            raise ValueError(f"image_size {cfg.image_size} is not a multiple of the downsampling {cfg.factor}")
+        layer_shapes(cfg.grid, cfg.grid, cfg.strides)  # validates the strides
+        self.cfg = cfg
+        d = codebook.shape[1]
+        self.codebook = FrozenCodebook(codebook)   # (V, d), never a Param
+        self.encoder = Encoder(cfg, d, rngs=rngs)
+        self.decoder = Decoder(cfg, d, rngs=rngs)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.cfg.strides)
+
+    def encode(self, x):  # (B, H, W, C) in [-1, 1] -> (B, h, w, d)
+        return self.encoder(x)
+
+    def quantize(self, z):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
+        return saq_quantize_aux(z, self.codebook[...], self.cfg.strides, chunk_size=self.cfg.chunk_size)
+
+    def decode(self, zhat):  # (B, h, w, d) -> (B, H, W, C)
+        return self.decoder(zhat)
+
+    def embed(self, ids: Sequence[jax.Array], layers: int | None = None):
+        """Running average (B, h, w, d) of the first `layers` layers of a pyramid of codebook rows."""
+        return embed_pyramid(ids, self.codebook[...], self.cfg.strides, layers)
+
+    def decode_ids(self, ids: Sequence[jax.Array], layers: int | None = None):
+        return self.decode(self.embed(ids, layers))
+
+    def __call__(self, x):
+        """Full pass: x (B, H, W, C) -> (reconstruction from all layers, ids, zhat, aux)."""
+        z = self.encode(x)
+        ids, zhat, aux = self.quantize(z)
+        aux["z"] = z
+        return self.decode(zhat[-1]), ids, zhat, aux

@@ -1,0 +1,217 @@
+"""Text API of a trained SPAE: images <-> pyramids of real LLM token ids.
+
+    tok = load_tokenizer()                    # the repo's trained Fashion-MNIST tokenizer (offline)
+    pyr = tok.encode(images)                  # uint8 (B, H, W) or (B, H, W, 3) -> Pyramid
+    pyr.llm_ids                               # list over layers of (B, h_l, w_l) real LLM ids
+    tok.to_text(pyr)                          # per image, per layer, list of token strings
+    tok.decode(pyr, layers=k)                 # uint8 images of the input's size, from the first k layers
+    tok.llm_ids(pyr)                          # the real LLM ids (same as pyr.llm_ids)
+
+A checkpoint directory holds config.json, vocab.json (LLM ids and words of the codebook rows)
+and params.safetensors (generator-EMA encoder/decoder). The codebook itself is rebuilt from the
+frozen LLM's embedding table (or codebook.npy for the random test codebook).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from spae.codebook import Vocabulary
+from spae.data import from_model_images, to_model_images
+from spae.model import SPAE, ModelConfig
+
+__all__ = ["Pyramid", "Tokenizer", "load_tokenizer", "save_checkpoint", "DEFAULT_CHECKPOINT"]
+
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "fmnist32")
+
+
+@dataclasses.dataclass
+class Pyramid:
+    """Tokens of a batch of images, top (fewest tokens) layer first."""
+
+    codes: list            # per layer (B, h_l, w_l) int32 rows of the codebook
+    llm_ids: list          # per layer (B, h_l, w_l) int64 real LLM token ids
+    shape: tuple           # the input images' shape, so decode returns the same size
+
+    def __len__(self):
+        return len(self.codes)
+
+    def __getitem__(self, layer):
+        return self.llm_ids[layer]
+
+    def __iter__(self):
+        return iter(self.llm_ids)
+
+    def truncate(self, layers: int) -> "Pyramid":
+        return Pyramid(self.codes[:layers], self.llm_ids[:layers], self.shape)
+
+
+def _flat_params(module) -> dict:
+    flat = {}
+    for path, var in nnx.state(module, nnx.Param).flat_state():
+        flat["/".join(str(p) for p in path)] = np.asarray(var.get_value() if hasattr(var, "get_value") else var.value)
+    return flat
+
+
+def save_checkpoint(directory: str, model: SPAE, vocab: Vocabulary, cfg) -> None:
+    """Write a tokenizer checkpoint (no optimizer state; the codebook comes from the LLM)."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    meta = {
+        "model": dataclasses.asdict(model.cfg),
+        "data": {k: cfg.data[k] for k in ("name", "image_size", "channels", "prep")},
+        "vocab": dict(cfg.vocab.to_dict()),
+        "lqae": bool(cfg.get("lqae", False)),
+        "format": 1,
+    }
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(meta, f, indent=1, default=list)
+    vocab.save(os.path.join(directory, "vocab.json"))
+    if cfg.vocab.source == "random":
+        np.save(os.path.join(directory, "codebook.npy"), vocab.embeddings)
+    save_file(_flat_params(model), os.path.join(directory, "params.safetensors"))
+
+
+class Tokenizer:
+    """A trained SPAE with a text interface (see module docstring)."""
+
+    def __init__(self, model: SPAE, vocab: Vocabulary, prep: str = "resize", name: str = ""):
+        self.model = model
+        self.vocab = vocab
+        self.prep = prep
+        self.name = name
+        self._llm_to_code = {int(i): c for c, i in enumerate(vocab.llm_ids)}
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def _encode(state, x):           # uint8 (B, S, S, C) -> list of (B, h_l, w_l)
+            m = nnx.merge(graphdef, state)
+            ids, _, _ = m.quantize(m.encode(x.astype(jnp.float32) / 127.5 - 1.0))
+            return ids
+
+        @jax.jit
+        def _decode(state, ids):         # list of (B, h_l, w_l) -> uint8 (B, S, S, C)
+            m = nnx.merge(graphdef, state)
+            y = m.decode_ids(ids)
+            return jnp.clip(jnp.round((y + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+        self._state, self._encode, self._decode = state, _encode, _decode
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.num_layers
+
+    @property
+    def strides(self) -> tuple:
+        return tuple(self.model.cfg.strides)
+
+    def layer_shapes(self) -> list:
+        g = self.model.cfg.grid
+        return [(g // s, g // s) for s in self.strides]
+
+    def encode(self, images, batch_size: int = 256) -> Pyramid:
+        """uint8 (B, H, W) or (B, H, W, 3) -> Pyramid of codebook rows and real LLM ids."""
+        images = np.asarray(images)
+        cfg = self.model.cfg
+        x = to_model_images(images, cfg.image_size, cfg.channels, self.prep)
+        parts = [self._encode(self._state, jnp.asarray(x[i:i + batch_size]))
+                 for i in range(0, len(x), batch_size)]
+        codes = [np.concatenate([np.asarray(p[l]) for p in parts]) for l in range(self.num_layers)]
+        return Pyramid(codes, [self.vocab.to_llm_ids(c) for c in codes], tuple(images.shape))
+
+    def from_llm_ids(self, llm_ids: Sequence[np.ndarray], shape: tuple | None = None) -> Pyramid:
+        """A Pyramid from real LLM ids (e.g. written by the LLM); ids outside the codebook raise."""
+        codes = []
+        for layer in llm_ids:
+            layer = np.asarray(layer)
+            try:
+                codes.append(np.vectorize(self._llm_to_code.__getitem__, otypes=[np.int32])(layer))
+            except KeyError as e:
+                raise ValueError(f"LLM id {e.args[0]} is not in this tokenizer's codebook "
+                                 f"({self.vocab.size} word tokens)") from None
+        if shape is None:
+            s = self.model.cfg.image_size
+            shape = (len(codes[0]), s, s) if self.model.cfg.channels == 1 else (len(codes[0]), s, s, 3)
+        return Pyramid(codes, [np.asarray(l, np.int64) for l in llm_ids], tuple(shape))
+
+    def decode(self, pyr, layers: int | None = None, batch_size: int = 256) -> np.ndarray:
+        """Pyramid (or list of LLM-id layers) -> uint8 images of the input's size from the first k layers."""
+        if not isinstance(pyr, Pyramid):
+            pyr = self.from_llm_ids(pyr)
+        k = len(pyr) if layers is None else int(layers)
+        if not 1 <= k <= len(pyr):
+            raise ValueError(f"layers must be in 1..{len(pyr)}; got {layers}")
+        codes = pyr.codes[:k]
+        n = len(codes[0])
+        out = np.concatenate([np.asarray(self._decode(self._state, [jnp.asarray(c[i:i + batch_size]) for c in codes]))
+                              for i in range(0, n, batch_size)])
+        return from_model_images(out, pyr.shape, self.prep)
+
+    def llm_ids(self, pyr: Pyramid) -> list:
+        return list(pyr.llm_ids)
+
+    def to_text(self, pyr: Pyramid) -> list:
+        """Per image, per layer, the token strings in row-major order."""
+        n = len(pyr.codes[0])
+        return [[self.vocab.to_words(layer[i]) for layer in pyr.codes] for i in range(n)]
+
+    def __repr__(self):
+        return (f"Tokenizer({self.name!r}, layers={self.layer_shapes()}, vocab={self.vocab.size}, "
+                f"image={self.model.cfg.image_size}px x{self.model.cfg.channels})")
+
+
+def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
+    """Load a tokenizer checkpoint (default: the small Fashion-MNIST one shipped in the repo).
+
+    llm: an already loaded frozen LLM to take the embedding table from (else loaded by name).
+    """
+    from safetensors.numpy import load_file
+
+    directory = checkpoint_dir or DEFAULT_CHECKPOINT
+    cfg_path = os.path.join(directory, "config.json")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(
+            f"no SPAE tokenizer checkpoint at {directory} (config.json missing). Train one with "
+            "`python -m train.spae --config train/configs/spae_fmnist32.py --workdir DIR` and load DIR/export.")
+    with open(cfg_path) as f:
+        meta = json.load(f)
+    v = meta["vocab"]
+    vocab_path = os.path.join(directory, "vocab.json")
+    if v["source"] == "random":
+        table = np.load(os.path.join(directory, "codebook.npy"))
+        with open(vocab_path) as f:
+            ids = json.load(f)["llm_ids"]
+        full = np.zeros((max(ids) + 1, table.shape[1]), np.float32)
+        full[ids] = table
+        vocab = Vocabulary.load(vocab_path, full)
+    else:
+        if llm is None:
+            from backbones import load_llm
+
+            llm = load_llm(v["llm"])
+        vocab = Vocabulary.load(vocab_path, llm.embeddings)
+    mc = ModelConfig.from_dict(meta["model"])
+    model = SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0))
+    params = load_file(os.path.join(directory, "params.safetensors"))
+    expected = _flat_params(model)
+    if set(params) != set(expected):
+        missing, extra = set(expected) - set(params), set(params) - set(expected)
+        raise ValueError(f"checkpoint {directory} does not match its config: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(extra)[:5]}")
+    state = nnx.state(model, nnx.Param)
+    for path, var in state.flat_state():
+        key = "/".join(str(p) for p in path)
+        if params[key].shape != expected[key].shape:
+            raise ValueError(f"{key}: checkpoint shape {params[key].shape} != model {expected[key].shape}")
+        var.set_value(jnp.asarray(params[key])) if hasattr(var, "set_value") else setattr(var, "value", jnp.asarray(params[key]))
+    nnx.update(model, state)
+    return Tokenizer(model, vocab, prep=meta["data"].get("prep", "resize"), name=os.path.basename(directory.rstrip("/")))

@@ -1,0 +1,235 @@
+"""SPAE training logic, importable (the entry point `python -m train.spae` is thin).
+
+    ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(cfg.seed))
+    trainer = StepFn(ts, cfg, mesh)          # jit over a "data" mesh, donated state
+    metrics = trainer(batch)                 # one optimisation step, on sharded inputs
+
+Config fields used here (see train/configs/spae_*.py): model.*, loss.*, optim.*, train.ema_decay, lqae.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from spae.codebook import FrozenCodebook
+from spae.losses import (Discriminator, FixedFeatures, gan_discriminator_loss, gan_generator_loss,
+                         l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
+                         semantic_loss)
+from spae.model import SPAE, ModelConfig
+
+__all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "Stat", "ema_modules"]
+
+
+class Stat(nnx.Variable):
+    """Non-trainable training statistics (step counter, LeCam EMAs)."""
+
+
+# Everything that must never be optimised nor donated: the codebook and the fixed perceptual net.
+FROZEN = nnx.Any(FrozenCodebook, nnx.PathContains("percept"))
+
+
+def resolve_config(cfg):
+    """Apply switches: `lqae=True` -> a single stride-1 layer and no semantic loss (LQAE-like)."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.get("lqae", False):
+        cfg.model.strides = [1]
+        cfg.loss.semantic = 0.0
+        cfg.loss.decode_layers = [1]
+    num_layers = len(cfg.model.strides)
+    layers = list(cfg.loss.get("decode_layers") or range(1, num_layers + 1))
+    if num_layers not in layers or not all(1 <= k <= num_layers for k in layers):
+        raise ValueError(f"loss.decode_layers {layers} must lie in 1..{num_layers} and include {num_layers}")
+    cfg.loss.decode_layers = layers
+    bad = [l for l in cfg.loss.get("semantic_layers", []) if not 1 <= l <= num_layers]
+    if cfg.loss.semantic and bad:
+        raise ValueError(f"loss.semantic_layers {bad} outside 1..{num_layers}")
+    return cfg
+
+
+def model_config(cfg) -> ModelConfig:
+    return ModelConfig.from_dict(dict(image_size=cfg.data.image_size, channels=cfg.data.channels,
+                                      **cfg.model))
+
+
+def make_optimizer(o, steps: int) -> optax.GradientTransformation:
+    lr = optax.warmup_cosine_decay_schedule(o.lr / max(o.warmup, 1), o.lr, max(o.warmup, 1), max(steps, o.warmup + 1),
+                                            end_value=o.lr * o.get("final_lr_frac", 0.1))
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm),
+                       optax.adamw(lr, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+
+
+def _fresh_copy(module):
+    """A clone with its own buffers (so donation never sees one buffer twice)."""
+    copy_ = nnx.clone(module)
+    nnx.update(copy_, jax.tree.map(lambda a: jnp.array(a, copy=True), nnx.state(copy_)))
+    return copy_
+
+
+class TrainState(nnx.Module):
+    """Model, optimizer(s), generator EMA, discriminator, fixed perceptual network, counters."""
+
+    def __init__(self, cfg, codebook: np.ndarray, *, rngs: nnx.Rngs):
+        mc = model_config(cfg)
+        steps = cfg.train.steps
+        self.model = SPAE(codebook, mc, rngs=rngs)
+        self.opt = nnx.Optimizer(self.model, make_optimizer(cfg.optim, steps), wrt=nnx.Param)
+        self.ema_encoder = _fresh_copy(self.model.encoder)
+        self.ema_decoder = _fresh_copy(self.model.decoder)
+        self.step = Stat(jnp.array(0, jnp.int32))
+        L = cfg.loss
+        if L.gan > 0:
+            disc = Discriminator(mc.image_size, mc.channels, L.disc_ch, rngs=rngs)
+            dcfg = copy.deepcopy(cfg.optim)
+            dcfg.lr = cfg.optim.get("disc_lr", cfg.optim.lr)
+            self.disc = nnx.data(disc)
+            self.dopt = nnx.data(nnx.Optimizer(disc, make_optimizer(dcfg, steps), wrt=nnx.Param))
+        else:
+            self.disc = self.dopt = nnx.data(None)
+        self.lecam_real = Stat(jnp.array(0.0, jnp.float32))
+        self.lecam_fake = Stat(jnp.array(0.0, jnp.float32))
+        self.percept = nnx.data(FixedFeatures(mc.channels) if L.perceptual > 0 else None)
+
+
+def ema_modules(ts: TrainState):
+    """The generator-EMA copy of the model (shares the frozen codebook) for evaluation/export."""
+    model = nnx.clone(ts.model)
+    nnx.update(model.encoder, nnx.state(ts.ema_encoder))
+    nnx.update(model.decoder, nnx.state(ts.ema_decoder))
+    return model
+
+
+def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
+    L = cfg.loss
+    x = batch["image"].astype(jnp.float32) / 127.5 - 1.0        # (B, H, W, C)
+    b = x.shape[0]
+    step = ts.step[...]
+    layers = L.decode_layers
+    n_layers = len(cfg.model.strides)
+    w_sem = schedule_weight(step, L.semantic, L.get("semantic_schedule", "constant"),
+                            L.get("semantic_warmup", 0), cfg.train.steps)
+    w_gan = jnp.where(step >= L.get("gan_start", 0), L.gan, 0.0)
+
+    def g_loss_fn(model, disc, percept):
+        z = model.encode(x)                                        # (B, h, w, d)
+        ids, zhat, aux = model.quantize(z)
+        ys = model.decode(jnp.concatenate([zhat[k - 1] for k in layers], 0))
+        ys = ys.reshape((len(layers), b) + ys.shape[1:])           # (P, B, H, W, C)
+        terms, out = {}, {}
+        recon = 0.0
+        for p, k in enumerate(layers):
+            wk = 1.0 if k == n_layers else L.prefix_weight
+            rk = L.l2 * l2_loss(ys[p], x) + L.l1 * l1_loss(ys[p], x)
+            recon = recon + wk * rk
+            out[f"psnr_{k}"] = psnr(ys[p], x)
+        full = ys[layers.index(n_layers)]
+        terms["recon"] = recon
+        terms["commit"] = L.commit * jnp.mean(aux["commit"])
+        if percept is not None:
+            terms["perceptual"] = L.perceptual * perceptual_loss(percept, full, x)
+        if disc is not None:
+            terms["gan_g"] = w_gan * gan_generator_loss(disc(full))
+        if L.semantic > 0:
+            emb = jnp.take(model.codebook[...], batch["sem_ids"], axis=0)   # (B, K, d)
+            sem = sum(semantic_loss(aux["targets"][l - 1], emb, batch["sem_prob"], L.semantic_temp)
+                      for l in L.semantic_layers) / len(L.semantic_layers)
+            out["semantic_ce"] = sem
+            terms["semantic"] = w_sem * sem
+        loss = sum(terms.values())
+        out.update(terms)
+        out["usage"] = aux["usage"]
+        return loss, (out, full)
+
+    grad_fn = nnx.value_and_grad(g_loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+    (loss, (metrics, full)), grads = grad_fn(ts.model, ts.disc, ts.percept)
+    metrics["loss"] = loss
+    metrics["grad_norm"] = optax.global_norm(grads)
+    ts.opt.update(ts.model, grads)
+    metrics["param_norm"] = optax.global_norm(nnx.state(ts.model, nnx.Param))
+
+    if ts.disc is not None:
+        real, fake = x, jax.lax.stop_gradient(full)
+
+        def d_loss_fn(disc):
+            lr, lf = disc(real), disc(fake)
+            d = gan_discriminator_loss(lr, lf)
+            reg = L.lecam * lecam_loss(lr, lf, ts.lecam_real[...], ts.lecam_fake[...])
+            return d + reg, (lr, lf, d, reg)
+
+        (dl, (lr_, lf_, d, reg)), dgrads = nnx.value_and_grad(d_loss_fn, has_aux=True)(ts.disc)
+        ts.dopt.update(ts.disc, dgrads)
+        decay = L.get("lecam_decay", 0.99)
+        ts.lecam_real[...] = decay * ts.lecam_real[...] + (1 - decay) * jnp.mean(lr_)
+        ts.lecam_fake[...] = decay * ts.lecam_fake[...] + (1 - decay) * jnp.mean(lf_)
+        metrics.update(d_loss=d, lecam=reg, d_real=jnp.mean(lr_), d_fake=jnp.mean(lf_))
+
+    decay = cfg.train.ema_decay
+    for ema, live in ((ts.ema_encoder, ts.model.encoder), (ts.ema_decoder, ts.model.decoder)):
+        new = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
+                           nnx.state(ema, nnx.Param), nnx.state(live, nnx.Param))
+        nnx.update(ema, new)
+    ts.step[...] = step + 1
+    metrics["w_semantic"] = w_sem
+    return metrics
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_step(graphdef, cfg_json: str, mesh):
+    """One jitted step per (model structure, config, mesh), reused across StepFn instances."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from train.trainlib import Config
+
+    cfg = Config(json.loads(cfg_json))
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+    def step(train, frozen, batch):
+        ts = nnx.merge(graphdef, frozen, train)
+        metrics = _train_step(ts, batch, cfg)
+        _, _, new_train = nnx.split(ts, FROZEN, ...)
+        return new_train, metrics
+
+    return jax.jit(step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0)
+
+
+class StepFn:
+    """Compiled train step over a mesh: replicated state (donated), batch split over "data".
+
+    Holds the state split as (graphdef, frozen, train): `frozen` (codebook, fixed perceptual
+    net) is passed but never donated nor optimised; `train` is what checkpoints save.
+    """
+
+    def __init__(self, ts: TrainState, cfg, mesh):
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        self.cfg = cfg
+        self.mesh = mesh
+        self.graphdef, frozen, train = nnx.split(ts, FROZEN, ...)
+        repl = NamedSharding(mesh, P())
+        self.frozen = jax.device_put(frozen, repl)
+        self.train = jax.device_put(train, repl)
+        self._step = _compiled_step(self.graphdef, json.dumps(cfg.to_dict(), sort_keys=True, default=list), mesh)
+
+    def __call__(self, batch: dict) -> dict:
+        self.train, metrics = self._step(self.train, self.frozen, batch)
+        return metrics
+
+    def lower(self, batch_spec: dict):
+        return self._step.lower(self.train, self.frozen, batch_spec)
+
+    @property
+    def state(self) -> TrainState:
+        """A TrainState view of the current arrays (for evaluation / export)."""
+        return nnx.merge(self.graphdef, self.frozen, self.train)
+
+    def set_train_state(self, train) -> None:
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        self.train = jax.device_put(train, NamedSharding(self.mesh, P()))

@@ -1,0 +1,45 @@
+"""Shared defaults of the SPAE configs; each train/configs/spae_<name>.py changes a few fields.
+
+Not a runnable config itself: use spae_tiny / spae_fmnist32 / spae_scenes64 / spae_imagenet128_gemma.
+"""
+
+from train.trainlib import Config
+
+
+def base_config() -> Config:
+    return Config(
+        seed=0,
+        lqae=False,                      # True: one stride-1 layer, no semantic loss (LQAE-like baseline)
+        data=dict(
+            name="fashion_mnist",        # fashion_mnist | scenes
+            image_size=32, channels=1,
+            prep="resize",               # pad (28 -> 32, zeros) | resize
+            num_train=None, num_test=2000,
+            batch_size=32,
+        ),
+        vocab=dict(
+            source="llm",                # llm | random (random: shape tests only)
+            llm="smollm2-135m",
+            mode="words", min_len=3, max_size=None,
+            random_size=512, random_dim=32,
+        ),
+        model=dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, strides=(8, 4, 2, 1, 1),
+                   chunk_size=8192, dtype="float32"),
+        loss=dict(
+            l2=1.0, l1=0.0,
+            decode_layers=None,          # pyramid prefixes decoded in training (None: all)
+            prefix_weight=0.5,           # weight of truncated-pyramid reconstructions
+            commit=0.25,
+            perceptual=0.0,              # fixed random-CNN features (stand-in for LPIPS)
+            gan=0.0, gan_start=0, disc_ch=32, lecam=0.0, lecam_decay=0.99,
+            semantic=0.0, semantic_layers=(1, 2), semantic_temp=1.0,
+            semantic_schedule="warmup", semantic_warmup=200,
+            semantic_k=32, semantic_tau=0.01,
+            relevance="clip",            # clip | labels (stand-in from class names) | random (tests)
+            clip=None,                   # load_clip() argument (None: the repo's default)
+        ),
+        optim=dict(lr=1e-3, disc_lr=1e-4, warmup=100, b1=0.9, b2=0.99, weight_decay=0.0,
+                   clip_norm=1.0, final_lr_frac=0.1),
+        train=dict(steps=1000, log_every=50, ckpt_every=500, ema_decay=0.99,
+                   num_devices=None, eval_batches=4),
+    )
