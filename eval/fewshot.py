@@ -179,7 +179,7 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
         from lens import Lens
 
         lens = Lens.load(llm=llm)
-        return TextCoder(lens.describe_for_prompt, llm)
+        return TextCoder(lambda images: [Lens.text(o) for o in lens.describe_images(images)], llm)
     raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")
 
 
