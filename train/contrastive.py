@@ -61,6 +61,8 @@ class TrainData:
         self.scene_caption_ids = np.array([[index[c] for c in cs] for cs in s.captions], np.int64)  # (N, 6)
         self.scene_tokens = tokenizer(texts, d.context_length)                       # (U, T)
         x, y = fashion_mnist.load("train")
+        if d.get("fmnist_limit"):
+            x, y = x[: d.fmnist_limit], y[: d.fmnist_limit]
         self.fm_images, self.fm_labels = fashion_mnist.to_rgb(x, d.image_size), y  # (60000, S, S, 3)
         prompts = [t.format(c) for c in fashion_mnist.CLASS_NAMES for t in FMNIST_TEMPLATES]
         self.fm_tokens = tokenizer(prompts, d.context_length).reshape(10, len(FMNIST_TEMPLATES), -1)
@@ -124,7 +126,7 @@ def make_train_step(loss_name: str, mean, std, lock_text: bool):
         positives = keys[:, None] == keys[None, :]
         acc = jnp.mean(jnp.take_along_axis(positives, jnp.argmax(logits, 1)[:, None], 1))
         return {"loss": loss, "i2t_acc": acc, "logit_scale": jnp.exp(model.logit_scale[...]),
-                "grad_norm": optax.global_norm(nnx.to_pure_dict(grads))}
+                "grad_norm": optax.tree.norm(nnx.to_pure_dict(grads))}
 
     return step
 
@@ -183,8 +185,6 @@ def main(argv=None):
             m["wall_s"] = time.time() - t0
             writer.write(step, m)
             bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['i2t_acc']:.2f}")
-            if not bar.disable or step % (cfg.train.log_every * 4) == 0:
-                pass
             if bar.disable:
                 print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True)
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:

@@ -23,6 +23,7 @@ def get_config():
             num_scenes=20_000,            # training scenes (6 captions each)
             scene_batch=96,               # per step: this many scenes ...
             fmnist_batch=96,              # ... and this many Fashion-MNIST images
+            fmnist_limit=0,               # >0: only the first N training images (tests)
             context_length=32,            # LLM tokens per text (scene captions need <= 24)
         ),
         model=Config(
