@@ -13,7 +13,7 @@ def get_config():
     c = base_config()
     c.data.update(name="imagenet", image_size=128, channels=3, prep="resize", batch_size=256)
     c.vocab.update(llm="gemma3-270m", mode="alpha", min_len=2)
-    c.model.update(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, strides=(16, 8, 4, 2, 1, 1),
+    c.model.update(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=2, strides=(16, 8, 4, 2, 1, 1),
                    chunk_size=16384, dtype="bfloat16")
     c.loss.update(perceptual=0.1, gan=0.1, gan_start=20000, disc_ch=64, lecam=0.001,
                   semantic=1.0, semantic_layers=(1, 2, 3), semantic_k=64)

@@ -1,0 +1,126 @@
+"""Evaluate a trained SPAE tokenizer: PSNR per pyramid depth, codebook usage, semantic hit rate.
+
+    python -m eval.spae_eval [--checkpoint DIR] [--num 2000] [--out eval_out/spae_fmnist32]
+
+Default checkpoint: the repo's shipped one (spae/pretrained/fmnist32). Writes <out>.md (a
+markdown table) and <out>.json. The semantic hit rate is how often the top layer's token
+(layer 1; and any token of layers 1-2) is a word naming the image's class or a synonym
+(spae.semantic.SYNONYMS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image PSNR (dB) of uint8 images, peak 255."""
+    a = a.astype(np.float64).reshape(len(a), -1)
+    b = b.astype(np.float64).reshape(len(b), -1)
+    mse = np.mean((a - b) ** 2, axis=1)
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+def usage_stats(codes: np.ndarray, vocab_size: int) -> dict:
+    counts = np.bincount(codes.reshape(-1), minlength=vocab_size)
+    p = counts[counts > 0] / counts.sum()
+    return {"distinct": int((counts > 0).sum()), "fraction": float((counts > 0).mean()),
+            "perplexity": float(np.exp(-(p * np.log(p)).sum()))}
+
+
+def hit_rates(tok, pyr, labels, class_names) -> dict:
+    from spae.semantic import class_word_rows
+
+    rows = [set(class_word_rows(c, tok.vocab.words, name_only=False)) for c in class_names]
+    top = pyr.codes[0].reshape(len(labels), -1)                         # (N, 1)
+    two = np.concatenate([c.reshape(len(labels), -1) for c in pyr.codes[:2]], 1)
+    hit1 = np.mean([any(int(t) in rows[y] for t in top[i]) for i, y in enumerate(labels)])
+    hit2 = np.mean([any(int(t) in rows[y] for t in two[i]) for i, y in enumerate(labels)])
+    return {"top_layer": float(hit1), "layers_1_2": float(hit2)}
+
+
+def load_test_set(data_name: str, num: int):
+    if data_name == "fashion_mnist":
+        from visiondata import fashion_mnist
+
+        x, y = fashion_mnist.load("test")
+        return x[:num], y[:num], list(fashion_mnist.CLASS_NAMES)
+    if data_name == "scenes":
+        from visiondata import scenes
+
+        s = scenes.generate(num, size=64, seed=1, split="test")
+        return s.images, s.labels, list(s.class_names)
+    raise ValueError(f"no test set for data {data_name!r}")
+
+
+def evaluate(tok, images, labels, class_names) -> dict:
+    t0 = time.time()
+    pyr = tok.encode(images)
+    res = {"num_images": int(len(images)), "layers": [], "vocab_size": tok.vocab.size}
+    for k in range(1, len(pyr) + 1):
+        rec = tok.decode(pyr, layers=k)
+        shape = pyr.codes[k - 1].shape[1:]
+        res["layers"].append({"depth": k, "tokens": int(sum(np.prod(c.shape[1:]) for c in pyr.codes[:k])),
+                              "grid": f"{shape[0]}x{shape[1]}",
+                              "psnr": float(psnr_uint8(rec, images).mean()),
+                              "usage": usage_stats(pyr.codes[k - 1], tok.vocab.size)})
+    res["hit_rate"] = hit_rates(tok, pyr, labels, class_names)
+    words = [tok.vocab.words[int(c)] for c in pyr.codes[0].reshape(-1)]
+    by_class = {}
+    for w, y in zip(words, labels):
+        by_class.setdefault(class_names[int(y)], {}).setdefault(w, 0)
+        by_class[class_names[int(y)]][w] += 1
+    res["top_words_by_class"] = {c: sorted(d.items(), key=lambda kv: -kv[1])[:3] for c, d in by_class.items()}
+    res["wall_s"] = time.time() - t0
+    return res
+
+
+def to_markdown(res: dict, title: str) -> str:
+    lines = [f"### {title}", "",
+             f"{res['num_images']} test images; codebook {res['vocab_size']} word tokens of the frozen LLM.", "",
+             "| depth | tokens | layer grid | PSNR (dB) | layer codes used | layer perplexity |",
+             "|---|---|---|---|---|---|"]
+    for l in res["layers"]:
+        lines.append(f"| {l['depth']} | {l['tokens']} | {l['grid']} | {l['psnr']:.2f} | "
+                     f"{l['usage']['distinct']} ({100 * l['usage']['fraction']:.1f}%) | {l['usage']['perplexity']:.1f} |")
+    h = res["hit_rate"]
+    lines += ["", f"Semantic hit rate (token names the class or a synonym): top layer "
+              f"{100 * h['top_layer']:.1f}%, any token of layers 1-2 {100 * h['layers_1_2']:.1f}%.", "",
+              "Most frequent top-layer word per class: " + "; ".join(
+                  f"{c}: " + ", ".join(f"{w} ({n})" for w, n in ws) for c, ws in res["top_words_by_class"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    from spae import load_tokenizer
+    from spae.tokenizer import DEFAULT_CHECKPOINT
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--num", type=int, default=2000)
+    p.add_argument("--out", default="eval_out/spae_eval")
+    args = p.parse_args(argv)
+    ckpt = args.checkpoint or DEFAULT_CHECKPOINT
+    tok = load_tokenizer(ckpt)
+    with open(os.path.join(ckpt, "config.json")) as f:
+        meta = json.load(f)
+    ckpt = os.path.relpath(ckpt)
+    images, labels, class_names = load_test_set(meta["data"]["name"], args.num)
+    res = evaluate(tok, images, labels, class_names)
+    res["checkpoint"] = ckpt
+    md = to_markdown(res, f"SPAE {meta['data']['name']} {meta['data']['image_size']} px ({ckpt})")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".md", "w") as f:
+        f.write(md)
+    with open(args.out + ".json", "w") as f:
+        json.dump(res, f, indent=1)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""SPAE losses against closed forms / NumPy transcriptions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from spae import losses
+
+
+def test_semantic_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(2, 3, 3, 8)).astype(np.float32)
+    e = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    q = rng.random((2, 5)).astype(np.float32)
+    q /= q.sum(1, keepdims=True)
+    T = 2.0
+    got = float(losses.semantic_loss(t, e, q, T))
+    ce = []
+    for b in range(2):
+        for i in range(3):
+            for j in range(3):
+                d = ((t[b, i, j][None] - e[b]) ** 2).sum(-1)
+                logits = -d / T
+                logp = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+                ce.append(-(q[b] * logp).sum())
+    np.testing.assert_allclose(got, np.mean(ce), rtol=1e-5)
+
+
+def test_semantic_loss_minimal_at_target_token():
+    e = np.eye(4, dtype=np.float32)[None] * 3          # (1, 4, 4): four well separated tokens
+    q = np.array([[1.0, 0, 0, 0]], np.float32)
+    at = losses.semantic_loss(e[:, :1][:, None], e, q, 1.0)        # target sits on token 0
+    off = losses.semantic_loss(e[:, 1:2][:, None], e, q, 1.0)      # target sits on token 1
+    assert float(at) < 1e-3 < float(off)
+
+
+def test_psnr_closed_form():
+    x = jnp.zeros((2, 4, 4, 1))
+    y = jnp.full((2, 4, 4, 1), 0.2)      # error 0.1 on the [0, 1] scale -> 20 dB
+    np.testing.assert_allclose(float(losses.psnr(x, y)), 20.0, rtol=1e-5)
+
+
+def test_gan_and_lecam_closed_forms():
+    r, f = jnp.array([2.0, -1.0]), jnp.array([0.5, 1.0])
+    sp = lambda v: np.log1p(np.exp(v))
+    np.testing.assert_allclose(float(losses.gan_generator_loss(f)), np.mean(sp(-np.array([0.5, 1.0]))), rtol=1e-6)
+    np.testing.assert_allclose(float(losses.gan_discriminator_loss(r, f)),
+                               np.mean(sp(-np.array([2.0, -1.0]))) + np.mean(sp(np.array([0.5, 1.0]))), rtol=1e-6)
+    # relu(real - ema_fake)^2 + relu(ema_real - fake)^2 with ema_real=0.3, ema_fake=0.2
+    want = np.mean(np.maximum(np.array([2.0, -1.0]) - 0.2, 0) ** 2) + np.mean(np.maximum(0.3 - np.array([0.5, 1.0]), 0) ** 2)
+    np.testing.assert_allclose(float(losses.lecam_loss(r, f, 0.3, 0.2)), want, rtol=1e-6)
+
+
+def test_schedule_weight():
+    w = lambda s, kind: float(losses.schedule_weight(s, 2.0, kind, warmup=10, total=110))
+    assert w(5, "constant") == 2.0
+    assert w(5, "warmup") == pytest.approx(1.0) and w(50, "warmup") == pytest.approx(2.0)
+    assert w(10, "cosine") == pytest.approx(2.0) and w(60, "cosine") == pytest.approx(1.0) and w(110, "cosine") == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        losses.schedule_weight(0, 1.0, "nope")
+
+
+def test_discriminator_and_perceptual_shapes():
+    d = losses.Discriminator(16, 3, ch=8, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (3, 16, 16, 3))
+    assert d(x).shape == (3,)
+    feats = losses.FixedFeatures(3, widths=(8, 16))
+    assert float(losses.perceptual_loss(feats, x, x)) == 0.0
+    assert float(losses.perceptual_loss(feats, x, -x)) > 0.0
+    # fixed: the same seed gives the same network
+    f2 = losses.FixedFeatures(3, widths=(8, 16))
+    np.testing.assert_array_equal(np.asarray(feats(x)[0]), np.asarray(f2(x)[0]))

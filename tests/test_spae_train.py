@@ -1,0 +1,147 @@
+"""SPAE trainer: sharded step on 4 simulated CPU devices, exact kill-and-resume, export/reload,
+truncated pyramids, full-size config by jax.eval_shape."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from spae.training import FROZEN, StepFn, TrainState, resolve_config
+from train import trainlib
+from train import spae as spae_train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "train/configs/spae_tiny.py")
+
+SHARD_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, numpy as np
+    from flax import nnx
+    from train import trainlib
+    from train.spae import build_vocab, build_arrays
+    from spae.training import TrainState, StepFn, resolve_config
+    cfg = resolve_config(trainlib.load_config(sys.argv[1]))
+    assert len(jax.devices()) == 4
+    vocab = build_vocab(cfg)
+    arrays = build_arrays(cfg, vocab, sys.argv[2])
+    batch = {k: v[:8] for k, v in arrays.items()}
+    out = {}
+    for n in (1, 4):
+        mesh = trainlib.make_mesh(n)
+        fn = StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)
+        sharded = trainlib.shard_batch(batch, mesh)
+        assert len(sharded["image"].sharding.device_set) == n
+        m1 = trainlib.to_host_scalars(fn(sharded))
+        m2 = trainlib.to_host_scalars(fn(sharded))
+        leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(fn.train))]
+        out[n] = dict(m1=m1, m2=m2, maxdiff=None)
+        out[n]["leaves"] = leaves
+    diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0
+               for a, b in zip(out[1]["leaves"], out[4]["leaves"]))
+    print("RESULT" + json.dumps(dict(one=[out[1]["m1"], out[1]["m2"]], four=[out[4]["m1"], out[4]["m2"]], param_diff=diff)))
+""")
+
+
+def test_sharded_step_equals_single_device(tmp_path):
+    """One jit over a 4-device 'data' mesh gives the single-device losses (1e-5)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("XLA_FLAGS", None)
+    script = tmp_path / "shard.py"
+    script.write_text(SHARD_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), TINY, str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    for one, four in zip(res["one"], res["four"]):
+        for key in ("loss", "recon", "commit", "semantic", "gan_g", "perceptual", "d_loss"):
+            np.testing.assert_allclose(four[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert res["one"][1]["loss"] != res["one"][0]["loss"]       # the first step did update
+    assert res["param_diff"] < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return resolve_config(trainlib.load_config(TINY))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_cfg, tmp_path_factory):
+    """An uninterrupted tiny run, and one killed after 4 steps (last checkpoint: step 3) then resumed."""
+    base = tmp_path_factory.mktemp("spae_runs")
+    full, resumed = str(base / "full"), str(base / "resumed")
+    spae_train.train(tiny_cfg, full, quiet=True)
+    spae_train.train(tiny_cfg, resumed, stop_after=4, quiet=True)
+    assert not os.path.exists(os.path.join(resumed, "export"))
+    spae_train.train(tiny_cfg, resumed, quiet=True)
+    return full, resumed
+
+
+def _final_state(workdir, cfg):
+    ts = TrainState(cfg, np.zeros((cfg.vocab.random_size, cfg.vocab.random_dim), np.float32), rngs=nnx.Rngs(1))
+    _, _, abstract = nnx.split(ts, FROZEN, ...)
+    step, state, extra = trainlib.Checkpointer(workdir).restore(abstract)
+    return step, state, extra
+
+
+def test_kill_and_resume_equals_uninterrupted(runs, tiny_cfg):
+    full, resumed = runs
+    s1, a, e1 = _final_state(full, tiny_cfg)
+    s2, b, e2 = _final_state(resumed, tiny_cfg)
+    assert s1 == s2 == tiny_cfg.train.steps
+    assert e1["loader"] == e2["loader"]
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb) > 10
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    log = [json.loads(l) for l in open(os.path.join(resumed, "metrics.jsonl"))]
+    assert [r["step"] for r in log] == [2, 4, 4, 6]      # step 4 re-run after the resume
+
+
+def test_export_reload_and_truncated_pyramids(runs, tiny_cfg):
+    from spae import load_tokenizer
+    from visiondata import fashion_mnist
+
+    tok = load_tokenizer(os.path.join(runs[0], "export"))
+    images = fashion_mnist.load("test")[0][:5]                         # (5, 28, 28) uint8
+    pyr = tok.encode(images)
+    assert [l.shape for l in pyr.llm_ids] == [(5, 1, 1), (5, 2, 2), (5, 4, 4), (5, 4, 4)]
+    for k in range(1, len(pyr) + 1):
+        out = tok.decode(pyr, layers=k)
+        assert out.shape == images.shape and out.dtype == np.uint8
+    # decoding from the LLM ids alone gives the same images as from the pyramid
+    same = tok.decode(tok.from_llm_ids(tok.llm_ids(pyr), shape=images.shape), layers=3)
+    np.testing.assert_array_equal(same, tok.decode(pyr, layers=3))
+    text = tok.to_text(pyr)
+    assert len(text) == 5 and [len(t) for t in text[0]] == [1, 4, 16, 16]
+    with pytest.raises(ValueError, match="layers"):
+        tok.decode(pyr, layers=5)
+
+
+def test_full_size_config_by_eval_shape():
+    """ImageNet 128 px, Gemma-3 vocabulary (262,144 x 640): shapes only, nothing allocated."""
+    cfg = resolve_config(trainlib.load_config(os.path.join(ROOT, "train/configs/spae_imagenet128_gemma.py")))
+    codebook = jax.ShapeDtypeStruct((262144, 640), np.float32)
+    ts = nnx.eval_shape(lambda cb: TrainState(cfg, cb, rngs=nnx.Rngs(0)), codebook)
+    graphdef, frozen, train = nnx.split(ts, FROZEN, ...)
+    from spae.training import _train_step
+
+    def step(train, frozen, batch):
+        t = nnx.merge(graphdef, frozen, train)
+        return _train_step(t, batch, cfg)
+
+    b, k = 4, cfg.loss.semantic_k
+    batch = dict(image=jax.ShapeDtypeStruct((b, 128, 128, 3), np.uint8),
+                 sem_ids=jax.ShapeDtypeStruct((b, k), np.int32), sem_prob=jax.ShapeDtypeStruct((b, k), np.float32))
+    metrics = jax.eval_shape(step, train, frozen, batch)
+    assert metrics["loss"].shape == () and metrics["usage"].shape == (6,)
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(ts.model, nnx.Param)))
+    assert n_params > 10_000_000
+    cb = [x for x in jax.tree.leaves(frozen) if x.shape == (262144, 640)]
+    assert len(cb) == 1                                               # codebook: frozen, held once
