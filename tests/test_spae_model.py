@@ -1,0 +1,98 @@
+"""SPAE with the real SmolLM2 codebook: word filter and id map, gradients reach the encoder,
+the codebook is bit-identical after training steps and absent from the optimizer state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from spae.codebook import FrozenCodebook, Vocabulary, select_word_tokens
+from spae.training import StepFn, TrainState, resolve_config
+from train import trainlib
+
+
+@pytest.fixture(scope="module")
+def llm():
+    from backbones import load_llm
+
+    return load_llm("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def vocab(llm):
+    return Vocabulary.from_llm(llm, mode="words", min_len=3)
+
+
+def test_word_vocabulary_maps_back_to_llm_ids(llm, vocab):
+    strings = llm.token_strings
+    assert 15000 < vocab.size < 30000 and vocab.dim == 576
+    for row in [0, 1, vocab.size // 2, vocab.size - 1]:
+        lid = int(vocab.llm_ids[row])
+        assert strings[lid] == " " + vocab.words[row]                       # a space-led whole word
+        np.testing.assert_array_equal(vocab.embeddings[row], llm.embeddings[lid])
+        assert llm.decode([lid]).strip() == vocab.words[row]
+    assert all(w.isalpha() and w.islower() and len(w) >= 3 for w in vocab.words)
+    assert len(set(vocab.words)) == vocab.size
+    special = [i for i, s in enumerate(strings) if s.startswith("<") and s.endswith(">")]
+    assert not set(special) & set(vocab.llm_ids.tolist())
+    for w in ["dress", "coat", "bag", "boot", "shirt", "red", "circle"]:
+        assert w in vocab.words
+
+
+def test_select_word_tokens_modes():
+    toks = ["<|endoftext|>", "Ġthe", "the", "ĠThe", "Ġa", "Ġdog", "Ġdog", "12", "Ġcat!", "<0x0A>", "Ġbird"]
+    assert select_word_tokens(toks, "words", min_len=3).tolist() == [1, 5, 10]
+    assert select_word_tokens(toks, "alpha", min_len=3).tolist() == [1, 5, 10]        # "the"/"The" deduped
+    assert select_word_tokens(toks, "alpha", min_len=3, dedupe=False).tolist() == [1, 2, 3, 5, 6, 10]
+    assert select_word_tokens(toks, "words", min_len=3, max_size=2).tolist() == [1, 5]
+    with pytest.raises(ValueError, match="mode"):
+        select_word_tokens(toks, "nope")
+
+
+@pytest.fixture(scope="module")
+def real_cfg():
+    cfg = trainlib.load_config("train/configs/spae_tiny.py")
+    cfg.vocab.source = "llm"
+    cfg.loss.update(gan=0.0, perceptual=0.0, semantic=0.1, relevance="random")
+    cfg.model.update(chunk_size=4096)
+    return resolve_config(cfg)
+
+
+def test_gradients_reach_encoder_and_not_codebook(vocab, real_cfg):
+    ts = TrainState(real_cfg, vocab.embeddings, rngs=nnx.Rngs(0))
+    from visiondata import fashion_mnist
+    from spae.data import to_model_images
+
+    x = to_model_images(fashion_mnist.load("test")[0][:4], 16, 1)
+    x = jnp.asarray(x, jnp.float32) / 127.5 - 1
+
+    def loss(model):
+        y, ids, zhat, aux = model(x)
+        return jnp.mean((y - x) ** 2) + jnp.mean(aux["commit"])
+
+    grads = nnx.grad(loss)(ts.model)
+    enc = jax.tree.leaves(grads["encoder"])
+    assert enc and all(np.isfinite(np.asarray(g)).all() for g in enc)
+    assert sum(float(jnp.sum(jnp.abs(g))) for g in enc) > 0
+    assert "codebook" not in grads                                  # frozen: no gradient slot
+    opt_leaves = jax.tree.leaves(nnx.state(ts.opt))
+    assert not any(l.shape == vocab.embeddings.shape for l in opt_leaves)   # not in Adam state
+
+
+def test_codebook_bit_identical_after_steps(vocab, real_cfg):
+    from train.spae import build_arrays
+
+    ts = TrainState(real_cfg, vocab.embeddings, rngs=nnx.Rngs(0))
+    assert isinstance(ts.model.codebook, FrozenCodebook) and not isinstance(ts.model.codebook, nnx.Param)
+    before_enc = [np.asarray(a).copy() for a in jax.tree.leaves(nnx.state(ts.model.encoder, nnx.Param))]
+    mesh = trainlib.make_mesh(1)
+    fn = StepFn(ts, real_cfg, mesh)
+    arrays = build_arrays(real_cfg, vocab, "/tmp")
+    for i in range(3):
+        m = fn(trainlib.shard_batch({k: v[8 * i:8 * i + 8] for k, v in arrays.items()}, mesh))
+    assert np.isfinite(float(m["loss"]))
+    state = fn.state
+    np.testing.assert_array_equal(np.asarray(state.model.codebook[...]), vocab.embeddings)
+    after_enc = [np.asarray(a) for a in jax.tree.leaves(nnx.state(state.model.encoder, nnx.Param))]
+    assert any(not np.array_equal(a, b) for a, b in zip(before_enc, after_enc))   # the encoder trained
