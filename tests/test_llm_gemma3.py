@@ -279,7 +279,10 @@ def ref_model(gguf_path):
                      num_hidden_layers=18, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
                      sliding_window=512, query_pre_attn_scalar=256, rope_theta=1e6,
                      max_position_embeddings=32768, rms_norm_eps=1e-6)
-    model = transformers.Gemma3ForCausalLM(cfg)
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():                      # every weight is loaded below
+        model = transformers.Gemma3ForCausalLM(cfg)
     _, tensors = read_gguf_fast(gguf_path)
     missing, unexpected = model.load_state_dict(_hf_state_from_gguf(tensors, 18), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
@@ -332,13 +335,16 @@ def test_logits_equal_transformers(gemma, ref_model):
         assert np.abs(ours - ref).max() <= 1e-3 * (ref.max() - ref.min())
 
 
-def test_greedy_continuation_and_scores(gemma):
-    prompt = gemma.encode("The capital of France is")
-    new = gemma.generate_ids([prompt], max_new_tokens=6, stop_at_eos=False)[0]
-    full = gemma.logits(prompt + new)
-    assert new == [int(np.argmax(full[len(prompt) - 1 + i])) for i in range(6)]
-    scores = gemma.score("The capital of France is", [" Paris", " London", " Berlin"])
+def test_score_is_the_sum_of_continuation_log_probs_after_bos(gemma):
+    prompt = "The capital of France is"
+    scores = gemma.score(prompt, [" Paris", " London", " a city in Europe"])
     assert int(np.argmax(scores)) == 0
+    ids = gemma.encode(prompt + " a city in Europe")
+    n = len(gemma.encode(prompt))
+    logits = gemma.logits(ids).astype(np.float64)                         # rows after BOS + ids[:t+1]
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    assert scores[2] == pytest.approx(sum(logits[t - 1, ids[t]] - logz[t - 1] for t in range(n, len(ids))),
+                                      abs=1e-3)
 
 
 def test_gguf_qk_rows_are_not_permuted(gemma):
