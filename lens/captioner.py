@@ -14,6 +14,7 @@ K head width, V compact vocabulary.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -206,6 +207,17 @@ class CaptionerModel(nnx.Module):
             x = block(x, k_all, v_all, visible, ck, cv)
             new_cache.append((k_all, v_all))
         return self.head(self.norm(x))[:, 0], new_cache
+
+
+def init_model(cfg: CaptionerConfig, seed: int = 0) -> CaptionerModel:
+    """A freshly initialised model, built in one jitted call with the "rbg" PRNG (eager init, or
+    threefry, compiles far longer on CPU than the model's own training step)."""
+    return _jitted_init(cfg)(jax.random.key(seed, impl="rbg"))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_init(cfg: CaptionerConfig):
+    return nnx.jit(lambda key: CaptionerModel(cfg, rngs=nnx.Rngs(key)))
 
 
 def count_params(model: nnx.Module) -> int:

@@ -30,7 +30,7 @@ class Lens:
              **kwargs) -> "Lens":
         """Everything offline by default. `llm`/`clip` take names, paths or loaded models; `captioner` a
         directory written by `train.captioner` (default: the shipped lens/pretrained/captioner) or a
-        `Captioner`; clip=None skips tags and attributes."""
+        `Captioner` ("none": no captions); clip=None skips tags and attributes."""
         from lens.build_vocab import load_attributes, load_tags
         from lens.caption import Captioner
         from lens.tagging import VocabScorer
@@ -39,7 +39,9 @@ class Lens:
             from backbones import load_llm
 
             llm = load_llm(llm)
-        if not isinstance(captioner, Captioner):
+        if captioner == "none":
+            captioner = None
+        elif not isinstance(captioner, Captioner):
             captioner = Captioner.load(captioner, decode=llm.decode)
         tagger = attributer = None
         if clip is not None:

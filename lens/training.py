@@ -9,6 +9,8 @@ random (a stream keyed by the step number, so a resumed run picks the same ones)
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,43 +46,55 @@ def optimizer_from(optim, total_steps: int) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(optim.clip), optax.adamw(sched, weight_decay=optim.weight_decay))
 
 
+_CACHE: dict = {}
+
+
+def _compiled(graphdef, mesh: Mesh, seed: int, label_smoothing: float):
+    """Jitted (update, evaluate) for one (model, optimizer) structure."""
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    key = jax.random.key(seed)
+
+    def pick(tokens, step):  # tokens (B, C, T + 1) -> rows (B, T + 1)
+        b, c = tokens.shape[:2]
+        idx = jax.random.randint(jax.random.fold_in(key, step), (b,), 0, c)
+        return tokens[jnp.arange(b), idx]
+
+    def update(state, batch):
+        model, opt = nnx.merge(graphdef, state)
+        rows = pick(batch["tokens"], opt.step[...])
+        grad_fn = nnx.value_and_grad(lambda m: caption_loss(m, batch["image"], rows, label_smoothing), has_aux=True)
+        (_, aux), grads = grad_fn(model)
+        opt.update(model, grads)
+        aux = dict(aux, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(nnx.state(model, nnx.Param)))
+        return nnx.state((model, opt)), aux
+
+    def evaluate(state, batch):
+        model, _ = nnx.merge(graphdef, state)
+        tokens = batch["tokens"]  # every caption of every image
+        b, c, t = tokens.shape
+        return caption_loss(model, jnp.repeat(batch["image"], c, axis=0), tokens.reshape(b * c, t))[1]
+
+    return (jax.jit(update, in_shardings=(repl, data), out_shardings=(repl, repl), donate_argnums=(0,)),
+            jax.jit(evaluate, in_shardings=(repl, data), out_shardings=repl))
+
+
 class TrainStep:
     """Owns the (model, optimizer) state as a pytree; `__call__(batch)` runs one sharded update."""
 
     def __init__(self, model: CaptionerModel, tx: optax.GradientTransformation, mesh: Mesh, seed: int = 0,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, cache_key=None):
+        """`cache_key`: a hashable description of (model config, optimizer config); steps built with an
+        equal key reuse one compilation (a resumed run in the same process: tests, notebooks)."""
         opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
-        self.graphdef, self.state = nnx.split((model, opt))
-        repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-        self.state = jax.device_put(self.state, repl)
-        self.key = jax.random.key(seed)
-        self.label_smoothing = label_smoothing
-        self._step = jax.jit(self._update, in_shardings=(repl, data), out_shardings=(repl, repl),
-                             donate_argnums=(0,))
-        self._eval = jax.jit(self._loss, in_shardings=(repl, data), out_shardings=repl)
-
-    def _pick(self, tokens, step):  # tokens (B, C, T + 1) -> rows (B, T + 1)
-        b, c = tokens.shape[:2]
-        idx = jax.random.randint(jax.random.fold_in(self.key, step), (b,), 0, c)
-        return tokens[jnp.arange(b), idx]
-
-    def _update(self, state, batch):
-        model, opt = nnx.merge(self.graphdef, state)
-        rows = self._pick(batch["tokens"], opt.step[...])
-        grad_fn = nnx.value_and_grad(lambda m: caption_loss(m, batch["image"], rows, self.label_smoothing),
-                                     has_aux=True)
-        (_, aux), grads = grad_fn(model)
-        opt.update(model, grads)
-        aux = dict(aux, grad_norm=optax.global_norm(grads),
-                   param_norm=optax.global_norm(nnx.state(model, nnx.Param)))
-        return nnx.state((model, opt)), aux
-
-    def _loss(self, state, batch):
-        model, _ = nnx.merge(self.graphdef, state)
-        tokens = batch["tokens"]  # every caption of every image
-        b, c, t = tokens.shape
-        images = jnp.repeat(batch["image"], c, axis=0)
-        return caption_loss(model, images, tokens.reshape(b * c, t))[1]
+        self.graphdef, state = nnx.split((model, opt))
+        self.state = jax.device_put(state, NamedSharding(mesh, P()))
+        key = None if cache_key is None else (cache_key, mesh, int(seed), float(label_smoothing))
+        if key is not None and key in _CACHE:
+            self.graphdef, (self._step, self._eval) = _CACHE[key]
+        else:
+            self._step, self._eval = _compiled(self.graphdef, mesh, int(seed), float(label_smoothing))
+            if key is not None:
+                _CACHE[key] = self.graphdef, (self._step, self._eval)
 
     def __call__(self, batch: dict) -> dict:
         self.state, metrics = self._step(self.state, batch)

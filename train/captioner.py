@@ -88,7 +88,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
     from flax import nnx
 
     from lens.caption import Captioner
-    from lens.captioner import CaptionerModel, count_params
+    from lens.captioner import count_params, init_model
     from lens.training import TrainStep, caption_arrays, optimizer_from
     from train import trainlib
     from visiondata.pipeline import ArrayLoader
@@ -113,11 +113,12 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
     if cfg.data.batch_size % n_dev:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} must be a multiple of the {n_dev} devices")
     loader = ArrayLoader(arrays, cfg.data.batch_size, seed=cfg.seed, shuffle=True, drop_remainder=True)
-    model = CaptionerModel(mcfg, rngs=nnx.Rngs(cfg.seed))
+    model = init_model(mcfg, cfg.seed)
     if not quiet:
         print(f"captioner: {count_params(model):,} parameters on {n_dev} device(s)", file=sys.stderr)
     step_fn = TrainStep(model, optimizer_from(cfg.optim, cfg.train.steps), mesh, seed=cfg.seed,
-                        label_smoothing=cfg.optim.label_smoothing)
+                        label_smoothing=cfg.optim.label_smoothing,
+                        cache_key=(mcfg, json.dumps(cfg.optim.to_dict(), sort_keys=True), cfg.train.steps))
     del model
     nval = (len(va_images) // n_dev) * n_dev
     val_batch = trainlib.shard_batch({k: v[:nval] for k, v in val.items()}, mesh) if nval else None
