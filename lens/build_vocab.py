@@ -79,6 +79,10 @@ _FILLER = re.compile(r"^(?:a|an|the|it|they|its|it's|it is|it has|which|that|wit
                      r"|often|generally)\s+", re.I)
 
 
+_STOP = {"this", "that", "these", "those", "other", "some", "many", "more", "most", "also", "very", "such",
+         "which", "there", "their", "where", "when", "while", "from", "into", "onto", "with", "without"}
+
+
 def parse_descriptors(text: str, cls: str, max_items: int = 6) -> list[str]:
     """An LLM answer -> short lowercase descriptor phrases (2-8 words, no duplicates, not just the class)."""
     parts = re.split(r"[\n;,.:!?]|\band\b|\bor\b", text)
@@ -89,8 +93,14 @@ def parse_descriptors(text: str, cls: str, max_items: int = 6) -> list[str]:
         for _ in range(3):
             p = _FILLER.sub("", p)
         p = re.sub(r"\s+", " ", p).strip(" -\"'")
+        if p.startswith(cls + " "):  # "dress is a versatile" restates the class
+            p = p[len(cls) + 1:]
+            for _ in range(3):
+                p = _FILLER.sub("", p)
         words = p.split()
         if not 1 <= len(words) <= 8 or p == cls or not re.search(r"[a-z]", p):
+            continue
+        if len(words) == 1 and (len(p) < 4 or p in _STOP) or words[-1] in _STOP | {"a", "an", "the", "of"}:
             continue
         if any(w in ("i", "you", "sorry", "answer", "question", "features", "feature", "list") for w in words):
             continue
@@ -135,6 +145,8 @@ def main(argv=None):
     p.add_argument("--llm", default="smollm2-135m")
     p.add_argument("--max_new_tokens", type=int, default=48)
     p.add_argument("--skip_attributes", action="store_true", help="only rewrite tags.txt")
+    p.add_argument("--reparse", action="store_true",
+                   help="re-split the LLM answers stored in attributes.json (no generation)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +154,12 @@ def main(argv=None):
     (out / "tags.txt").write_text("\n".join(tags) + "\n")
     print(f"wrote {len(tags)} tags to {out / 'tags.txt'}", file=sys.stderr)
     if args.skip_attributes:
+        return
+    if args.reparse:
+        doc = json.loads((out / "attributes.json").read_text())
+        doc["descriptors"] = {c: parse_descriptors(t, c) for c, t in doc["raw"].items()}
+        (out / "attributes.json").write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"re-parsed {sum(map(len, doc['descriptors'].values()))} descriptors", file=sys.stderr)
         return
     from backbones import load_llm
 
