@@ -87,7 +87,11 @@ def _unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def read_gguf(path: str | Path):
-    """Return (metadata dict, {tensor name: reader tensor}) of a GGUF file."""
+    """(metadata dict, {tensor name: reader tensor}) through the `gguf` package's own reader.
+
+    The loaders use `gguf_file.read_gguf_fast` (same result, much faster on large vocabularies);
+    this one stays as the independent reference that the fast reader is tested against.
+    """
     from gguf import GGUFReader
 
     path = Path(path)
@@ -121,7 +125,9 @@ def dequantize(tensor) -> np.ndarray:
 
 def load_gguf_llama(path: str | Path) -> tuple[LlamaConfig, dict[str, np.ndarray], dict]:
     """Read a Llama-architecture GGUF: (config, parameters, metadata)."""
-    meta, tensors = read_gguf(path)
+    from backbones.llm.gguf_file import read_gguf_fast
+
+    meta, tensors = read_gguf_fast(path)
     cfg = LlamaConfig.from_gguf_metadata(meta)
     cfg = cfg.replace(tie_embeddings="output.weight" not in tensors)
     used: set[str] = set()
