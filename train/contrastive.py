@@ -34,6 +34,10 @@ from train import trainlib
 from visiondata import fashion_mnist, pipeline, scenes
 
 
+OFFLINE_NOTE = ("the repo's offline stand-in for CLIP: a small contrastive model trained on this repo's synthetic "
+                "scenes and Fashion-MNIST prompts only; not a general image-text model")
+
+
 def model_config(cfg, vocab_size: int, token_dim: int, eos_id: int) -> CLIPConfig:
     m, d = cfg.model, cfg.data
     return CLIPConfig(
@@ -133,7 +137,7 @@ def make_train_step(loss_name: str, mean, std, lock_text: bool):
 
 def export(model: CLIP, tokenizer, workdir: str, cfg, notes: dict) -> str:
     out = os.path.join(workdir, "export")
-    loaders.save_own(model, out, tokenizer.spec(), extra={"trained_by": "train.contrastive",
+    loaders.save_own(model, out, tokenizer.spec(), extra={"note": OFFLINE_NOTE, "trained_by": "train.contrastive",
                                                           "train_config": cfg.to_dict(), **notes})
     return out
 
