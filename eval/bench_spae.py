@@ -1,0 +1,136 @@
+"""Benchmark SPAE: quantizer GFLOP/s at 49k and 262k vocabularies and train-step MFU, each
+against a matmul peak measured in the same run on the same device.
+
+    python -m eval.bench_spae [--tokens 1024] [--vocab 49152 262144] [--dim 576 640]
+                              [--config train/configs/spae_fmnist32.py] [--dtype float32|bfloat16]
+                              [--out eval_out/bench_spae]
+
+Codebooks here are random tables of the real sizes (49,152 x 576 as SmolLM2, 262,144 x 640 as
+Gemma 3): the search cost does not depend on the values. The train step uses the config's model
+with a random codebook of the config's vocabulary size (21,185 x 576 for the word-filtered SmolLM2).
+MFU = XLA cost-analysis FLOPs of the compiled step / step time / measured matmul peak.
+Not a test: numbers depend on the machine and its load; the JSON records the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _time(fn, *args, repeats: int = 5) -> float:
+    jax.block_until_ready(fn(*args))            # compile + warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def matmul_peak(n: int, dtype) -> float:
+    """Best-of-5 GFLOP/s of an n x n x n matmul."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    return 2 * n ** 3 / _time(f, a, b) / 1e9
+
+
+def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int, dtype) -> float:
+    from spae.quantizer import nearest_code
+
+    x = jax.random.normal(jax.random.key(2), (tokens, dim), dtype)
+    cb = jax.random.normal(jax.random.key(3), (vocab, dim), dtype)
+    f = jax.jit(lambda x, cb: nearest_code(x, cb, chunk_size=chunk))
+    return 2 * tokens * vocab * dim / _time(f, x, cb) / 1e9
+
+
+def step_mfu(config: str, peak: float, overrides=(), steps: int = 3) -> dict:
+    from flax import nnx
+
+    from spae.training import StepFn, TrainState, resolve_config
+    from train import trainlib
+    from train.spae import build_vocab
+
+    cfg = trainlib.load_config(config, list(overrides))
+    if cfg.vocab.source == "llm":      # a random table of the real filtered size: cost is the same
+        size = 21185 if cfg.vocab.llm == "smollm2-135m" else 262144
+        dim = 576 if cfg.vocab.llm == "smollm2-135m" else 640
+        cfg.vocab.update(source="random", random_size=size, random_dim=dim)
+    cfg.loss.relevance = "random"
+    cfg = resolve_config(cfg)
+    vocab = build_vocab(cfg)
+    mesh = trainlib.make_mesh(cfg.train.num_devices)
+    fn = StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)
+    b, s, c = cfg.data.batch_size, cfg.data.image_size, cfg.data.channels
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (b, s, s, c), dtype=np.uint8)}
+    if cfg.loss.semantic > 0:
+        from spae.semantic import random_topk
+
+        batch["sem_ids"], batch["sem_prob"] = random_topk(b, vocab.size, cfg.loss.semantic_k)
+    batch = trainlib.shard_batch(batch, mesh)
+    cost = fn.lower(batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0))
+    jax.block_until_ready(fn(batch))
+    t = time.perf_counter()
+    for _ in range(steps):
+        m = fn(batch)
+    jax.block_until_ready(m)
+    dt = (time.perf_counter() - t) / steps
+    return {"config": os.path.basename(config), "batch": b, "image": s, "vocab": vocab.size,
+            "step_s": dt, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / dt / 1e9,
+            "mfu": flops / dt / 1e9 / peak}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=1024)
+    p.add_argument("--vocab", type=int, nargs="+", default=[49152, 262144])
+    p.add_argument("--dim", type=int, nargs="+", default=[576, 640])
+    p.add_argument("--chunk", type=int, default=8192)
+    p.add_argument("--matmul", type=int, default=2048)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--config", action="append", default=[])
+    p.add_argument("--set", action="append", default=[], help="override for the --config runs")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--out", default="eval_out/bench_spae")
+    args = p.parse_args(argv)
+    dtype = jnp.dtype(args.dtype)
+    dev = jax.devices()[0]
+    res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype}
+    res["matmul_peak_gflops"] = peak = matmul_peak(args.matmul, dtype)
+    res["quantizer"] = []
+    for v, d in zip(args.vocab, args.dim):
+        g = quantizer_gflops(args.tokens, v, d, args.chunk, dtype)
+        res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": args.chunk,
+                                 "gflops": g, "frac_peak": g / peak})
+    res["steps"] = [step_mfu(c, peak, args.set, args.steps) for c in args.config]
+    lines = [f"Device {res['device']}, {args.dtype}; matmul peak {peak:.1f} GFLOP/s ({args.matmul}^3).", "",
+             "| quantizer | tokens | vocab x d | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
+    for q in res["quantizer"]:
+        lines.append(f"| SAQ search (chunk {q['chunk']}) | {q['tokens']} | {q['vocab']} x {q['dim']} | "
+                     f"{q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
+    if res["steps"]:
+        lines += ["", "| train step | batch | image | vocab | s/step | GFLOP/step | MFU |", "|---|---|---|---|---|---|---|"]
+        for s in res["steps"]:
+            lines.append(f"| {s['config']} | {s['batch']} | {s['image']} | {s['vocab']} | {s['step_s']:.3f} | "
+                         f"{s['gflop_per_step']:.1f} | {100 * s['mfu']:.0f}% |")
+    md = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".md", "w") as f:
+        f.write(md)
+    with open(args.out + ".json", "w") as f:
+        json.dump(res, f, indent=1)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
