@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Protocol, Sequence
 
@@ -92,13 +93,22 @@ class TextCoder:
         return [self.llm.encode(text) for text in self.describe(images)]
 
 
-def build_prompt(llm, supports: Sequence[tuple[list[int], str]], query: list[int],
-                 instruction: str = INSTRUCTION) -> list[int]:
-    """Concatenate ids: instruction, one `Input: ... Output: label` line per support, then the query."""
+def build_prefix(llm, supports: Sequence[tuple[list[int], str]], instruction: str = INSTRUCTION) -> list[int]:
+    """Instruction line, then one `Input: <ids> Output: <label>` line per support example."""
     out = llm.encode(instruction + "\n")
     for ids, label in supports:
         out += llm.encode("Input:") + list(ids) + llm.encode(f" Output: {label}\n")
-    return out + llm.encode("Input:") + list(query) + llm.encode(" Output:")
+    return out
+
+
+def query_part(llm, query: list[int]) -> list[int]:
+    return llm.encode("Input:") + list(query) + llm.encode(" Output:")
+
+
+def build_prompt(llm, supports: Sequence[tuple[list[int], str]], query: list[int],
+                 instruction: str = INSTRUCTION) -> list[int]:
+    """The whole prompt as ids: prefix (instruction + supports) then the query line."""
+    return build_prefix(llm, supports, instruction) + query_part(llm, query)
 
 
 def classify(llm, prompt: list[int], labels: Sequence[str]) -> int:
@@ -141,13 +151,15 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
         order = np.argsort(np.tile(np.arange(ep.shots), ep.ways), kind="stable")
         supports = [supports[j] for j in order]
         hits, hits_open = [], []
-        for q, y in zip(ep.query, ep.query_labels):
-            prompt = build_prompt(llm, supports, codes[int(q)])
-            pred = names[classify(llm, prompt, names)]
+        prefix = build_prefix(llm, supports)
+        queries = [query_part(llm, codes[int(q)]) for q in ep.query]
+        scores = llm.score_batch(prefix, queries, [llm.encode(" " + name) for name in names])   # (Q, N)
+        for q, y, row, qids in zip(ep.query, ep.query_labels, scores, queries):
+            pred = names[int(np.argmax(row))]
             rec = {"episode": e_idx, "query": int(q), "label": label_of[int(y)], "pred": pred,
-                   "correct": pred == label_of[int(y)], "prompt_tokens": len(prompt)}
+                   "correct": pred == label_of[int(y)], "prompt_tokens": len(prefix) + len(qids)}
             if open_ended_eval:
-                text = open_ended(llm, prompt)
+                text = open_ended(llm, prefix + qids)
                 rec["open_pred"] = text
                 rec["open_correct"] = text.lower() == label_of[int(y)].lower()
                 hits_open.append(rec["open_correct"])
@@ -183,7 +195,8 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
     raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")
 
 
-def main(argv=None) -> None:
+def main(argv=None, llm=None) -> dict:
+    """Run from the command line; `llm` lets a driver reuse one loaded model across runs."""
     ap = argparse.ArgumentParser(prog="python -m eval.fewshot", description=__doc__.split("\n")[0])
     ap.add_argument("--method", required=True, choices=["spae", "lqae", "lens", "random"])
     ap.add_argument("--episodes", required=True, help="episode CSV from python -m visiondata.episodes")
@@ -194,7 +207,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random control's tokens")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N episodes")
     ap.add_argument("--no-open-ended", action="store_true", help="skip greedy open-ended answers (faster)")
+    ap.add_argument("--name", default=None, help="row name in reports (default: the method, e.g. spae_nosem)")
     args = ap.parse_args(argv)
+    command = "python -m eval.fewshot " + " ".join(sys.argv[1:] if argv is None else argv)
 
     from backbones import load_llm
     from visiondata import episodes as episodes_mod
@@ -208,15 +223,16 @@ def main(argv=None) -> None:
     dataset, split = ds.pop()
     kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
     images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
-    llm = load_llm(args.llm)
+    llm = llm or load_llm(args.llm)
     coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed)
     t = time.perf_counter()
     records, summary = run(llm, coder, eps, images, open_ended_eval=not args.no_open_ended)
     e0 = eps[0]
-    summary.update({"method": args.method, "layers": args.layers if args.method != "lens" else None,
+    summary.update({"method": args.method, "label": args.name, "layers": args.layers if args.method != "lens" else None,
                     "dataset": dataset, "split": split, "ways": e0.ways, "shots": e0.shots,
                     "episodes_file": os.path.abspath(args.episodes), "tokenizer": args.tokenizer,
-                    "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1)})
+                    "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
+                    "command": command})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.jsonl"), "w") as f:
         for r in records:
@@ -227,6 +243,7 @@ def main(argv=None) -> None:
     if "open_accuracy" in summary:
         line += f", open-ended {summary['open_accuracy']:.3f} ± {summary['open_ci95']:.3f}"
     print(f"{line} over {summary['episodes']} episodes ({dataset}/{split} {e0.ways}-way {e0.shots}-shot) -> {args.out}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections import defaultdict
 
@@ -101,7 +102,8 @@ def run(llm, coder, scene_set, items, open_ended_eval=True, progress=True):
     return records, summary
 
 
-def main(argv=None) -> None:
+def main(argv=None, llm=None) -> dict:
+    """Run from the command line; `llm` lets a driver reuse one loaded model across runs."""
     ap = argparse.ArgumentParser(prog="python -m eval.fewshot_vqa", description=__doc__.split("\n")[0])
     ap.add_argument("--method", required=True, choices=["spae", "lqae", "lens", "random", "text_only"])
     ap.add_argument("--split", default="test", choices=["test", "heldout"])
@@ -116,12 +118,13 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-open-ended", action="store_true")
     args = ap.parse_args(argv)
+    command = "python -m eval.fewshot_vqa " + " ".join(sys.argv[1:] if argv is None else argv)
 
     from backbones import load_llm
     from visiondata import scenes
 
     scene_set = scenes.generate(args.num_scenes, size=args.size, seed=args.seed, split=args.split)
-    llm = load_llm(args.llm)
+    llm = llm or load_llm(args.llm)
     coder = NoImage() if args.method == "text_only" else make_coder(args.method, llm, args.layers, args.tokenizer,
                                                                     args.seed)
     items = sample_items(scene_set, args.questions, args.shots, args.seed)
@@ -129,7 +132,8 @@ def main(argv=None) -> None:
     records, summary = run(llm, coder, scene_set, items, open_ended_eval=not args.no_open_ended)
     summary.update({"method": args.method, "layers": args.layers if args.method in ("spae", "random") else None,
                     "dataset": "scenes", "split": args.split, "shots": args.shots, "tokenizer": args.tokenizer,
-                    "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1)})
+                    "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
+                    "command": command})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.jsonl"), "w") as f:
         for r in records:
@@ -138,6 +142,7 @@ def main(argv=None) -> None:
         json.dump(summary, f, indent=1)
     print(f"{args.method}: VQA accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f} on {len(records)} "
           f"questions (scenes/{args.split}, {args.shots}-shot) -> {args.out}")
+    return summary
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def setting_of(s: dict) -> str:
 
 def row_of(s: dict) -> str:
     name = s.get("label") or s["method"]
-    if s["method"] in ("spae", "spae_nosem", "random") and s.get("layers"):
+    if s["method"] in ("spae", "random") and s.get("layers"):
         name += f" ({s['layers']} layer{'s' if s['layers'] > 1 else ''})"
     return name
 
@@ -69,14 +69,15 @@ def layers_plot(summaries: list[dict], path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    settings = sorted({setting_of(s) for s in summaries if s["method"] == "spae" and s.get("layers")})
+    settings = sorted({setting_of(s) for s in summaries if s["method"] == "spae" and s.get("layers")
+                       and not s.get("task")})
     if not settings:
         return False
     fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.4), squeeze=False)
     for ax, st in zip(axes[0], settings):
         for method, style in (("spae", "o-"), ("random", "s--"), ("spae_nosem", "^-")):
             pts = sorted((s["layers"], s["accuracy"], s["ci95"]) for s in summaries
-                         if s["method"] == method and setting_of(s) == st and s.get("layers"))
+                         if (s.get("label") or s["method"]) == method and setting_of(s) == st and s.get("layers"))
             if pts:
                 x, y, e = zip(*pts)
                 ax.errorbar(x, [100 * v for v in y], yerr=[100 * v for v in e], fmt=style, capsize=3, label=method)

@@ -55,8 +55,8 @@ def test_every_method_reads_the_same_episodes(tmp_path):
         def encode(self, text):
             return [ord(c) for c in text]
 
-        def score(self, prompt, cands):
-            return [float(-i) for i in range(len(cands))]
+        def score_batch(self, prefix, queries, cands):
+            return np.tile(-np.arange(len(cands), dtype=float), (len(queries), 1))
 
     images = np.zeros((len(labels), 2, 2), np.uint8)
     read = episodes_mod.read_csv(path)

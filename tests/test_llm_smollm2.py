@@ -87,6 +87,17 @@ def test_score_is_the_sum_of_continuation_log_probs(smollm2):
     assert scores[2] == pytest.approx(expected, abs=1e-3)
 
 
+def test_score_batch_equals_scoring_each_full_prompt(smollm2):
+    prefix = smollm2.encode("Colours of things.\nGrass: green\nSky:")
+    queries = [smollm2.encode(" blue\nBanana:"), smollm2.encode(" blue\nSnow is white. Blood:")]
+    cands = [smollm2.encode(" yellow"), smollm2.encode(" red"), smollm2.encode(" dark purple")]
+    batch = smollm2.score_batch(prefix, queries, cands)
+    assert batch.shape == (2, 3)
+    for q, row in zip(queries, batch):
+        np.testing.assert_allclose(row, smollm2.score(prefix + q, cands), atol=2e-3)
+    assert batch[0].argmax() == 0 and batch[1].argmax() == 1
+
+
 def test_sampling_is_seeded_and_top_k_1_is_greedy(smollm2):
     p = "Once upon a time"
     a = smollm2.generate(p, max_new_tokens=10, chat=False, temperature=1.0, top_p=0.9, seed=3)

@@ -177,28 +177,55 @@ class FrozenLLM:
         return self._score_ids(prompt_ids, conts, normalize)
 
     def _score_ids(self, prompt_ids: list[int], conts: list[list[int]], normalize: bool) -> list[float]:
-        """The prompt runs once into a KV cache; all continuations then run as one batch on top of it."""
-        prompt_ids = self._with_bos(prompt_ids)
-        P, N = len(prompt_ids), len(conts)
-        Pb, C = _bucket(P), _bucket(max(len(c) for c in conts), 8)
+        return self.score_batch(prompt_ids[:-1], [prompt_ids[-1:]], conts, normalize)[0].tolist()
+
+    def score_batch(self, prefix: Sequence[int], queries: Sequence[Sequence[int]],
+                    candidates: Sequence[Sequence[int]], normalize: bool = False) -> np.ndarray:
+        """(Q, N) summed log-probs of each candidate after prefix + query, all as token ids.
+
+        The shared prefix (e.g. the support examples of a few-shot episode) runs once into a KV
+        cache; each query extends it, and the N candidates run as one batch on top.
+        """
+        prefix = self._with_bos(self._as_ids(prefix))
+        queries = [self._as_ids(q) for q in queries]
+        conts = [self._as_ids(c) for c in candidates]
+        if not queries or any(not q for q in queries):
+            raise ValueError("score_batch needs at least one query, each non-empty")
+        if not conts or any(not c for c in conts):
+            raise ValueError("score_batch needs at least one candidate, each non-empty")
+        P, N = len(prefix), len(conts)
+        Pb, Qb, C = _bucket(P), _bucket(max(map(len, queries)), 8), _bucket(max(map(len, conts)), 8)
         tokens = np.full((1, Pb), self.pad_id, np.int32)
-        tokens[0, Pb - P:] = prompt_ids
+        tokens[0, Pb - P:] = prefix
         valid = np.arange(Pb)[None] >= Pb - P
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-        cache = KVCache.zeros(self.config, 1, Pb + C, dtype=self.model.dtype)
-        last, cache = self._prefill(self._state, tokens, positions, valid, cache)
-        first = np.asarray(jax.nn.log_softmax(last[0]))                     # (V,) for each first token
+        _, cache = self._prefill(self._state, tokens, positions, valid,
+                                 KVCache.zeros(self.config, 1, Pb + Qb + C, dtype=self.model.dtype))
         ctoks = np.full((N, C), self.pad_id, np.int32)
         for b, c in enumerate(conts):
             ctoks[b, :len(c)] = c
         cvalid = np.arange(C)[None] < np.array([len(c) for c in conts])[:, None]
-        cpos = np.broadcast_to(P + np.arange(C, dtype=np.int32), (N, C))
-        nxt = np.asarray(self._extend_logp(self._state, ctoks, cpos, cvalid, cache, Pb))  # (N, C)
-        scores = []
-        for b, c in enumerate(conts):
-            total = float(first[c[0]]) + float(np.sum(nxt[b, :len(c) - 1]))
-            scores.append(total / len(c) if normalize else total)
-        return scores
+        out = np.zeros((len(queries), N))
+        for i, q in enumerate(queries):
+            qtoks = np.full((1, Qb), self.pad_id, np.int32)
+            qtoks[0, :len(q)] = q
+            qpos = (P + np.arange(Qb, dtype=np.int32))[None]
+            last, qcache = self._extend_last(self._state, qtoks, qpos, np.arange(Qb)[None] < len(q), cache, Pb,
+                                             len(q) - 1)
+            first = np.asarray(jax.nn.log_softmax(last))                       # (V,)
+            cpos = np.broadcast_to(P + len(q) + np.arange(C, dtype=np.int32), (N, C))
+            nxt = np.asarray(self._extend_logp(self._state, ctoks, cpos, cvalid, qcache, Pb + Qb))  # (N, C)
+            for b, c in enumerate(conts):
+                total = float(first[c[0]]) + float(np.sum(nxt[b, :len(c) - 1]))
+                out[i, b] = total / len(c) if normalize else total
+        return out
+
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _extend_last(self, state, tokens, positions, valid, cache, slot, last):
+        """Append (1, T) tokens to a cache (not donated: the prefix is reused); logits at `last`."""
+        model = nnx.merge(self._graphdef, state)
+        logits, cache = model(tokens, positions, valid, cache=cache, slot=slot)
+        return logits[0, last], cache
 
     @functools.partial(jax.jit, static_argnums=(0,))
     def _extend_logp(self, state, tokens, positions, valid, cache, slot):
