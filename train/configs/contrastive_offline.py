@@ -1,15 +1,19 @@
 """The repo's offline contrastive model (the shipped `backbones/clip/offline/`; a stand-in for CLIP).
 
     nice -n 10 python -m train.contrastive --config train/configs/contrastive_offline.py --workdir runs/contrastive
+    nice -n 10 python -m train.contrastive --config train/configs/contrastive_offline.py --workdir runs/contrastive \
+        --set train.steps=1600     # the shipped weights: the same run resumed at 1200 and extended to 1600
     python -m eval.contrastive --clip runs/contrastive/export
 
 Trains on synthetic-scene captions (split "train") and Fashion-MNIST class prompts (8 templates)
 at 32 px: a ViT image tower (4 px patches, 3 layers, width 64) and a causal text tower (2 layers,
 width 64) whose input is the frozen SmolLM2 token-embedding table (576 wide, never trained, not
-stored: read from the LLM at load time) through a trained Linear. Expected (2 shared CPU cores):
-Fashion-MNIST zero-shot test accuracy >= 85%, scenes test image->caption R@1 >= 50%.
-Variants override fields: `--set loss=siglip`, `--set model.lock_text=True` (LiT: the text tower
-stays at its initial, LLM-embedding-based state and only the image side learns).
+stored: read from the LLM at load time) through a trained Linear. Measured (shared 2-core CPU,
+38.4 + 9.5 min): after 1200 steps FMNIST zero-shot 83.9%, scenes test i2t R@1 52.1%; after 1600
+steps 85.1% and 51.3% (held-out compositions 53.1%).
+Variants override fields: `--set loss=siglip`, `--set model.lock_text=True` (LiT-style: the whole
+text tower stays locked at its initial state, frozen LLM embeddings through fixed random layers, and
+only the image side and the logit scale learn; untested for accuracy).
 """
 from train.trainlib import Config
 
