@@ -10,6 +10,13 @@ with no image text ("Question:{q}\\nShort Answer:"). With --shots k, k solved ex
 the scenes train split (their own LENS text, question and gold answer) precede every prompt,
 for both LENS and the baseline (the baseline's examples carry no image text).
 
+--mode score: instead of generating, the LLM picks the answer with the highest summed
+log-prob (`llm.score`) among the answers of the question's type in the scenes' QA (colour:
+the 8 colours, shape: 6, size: small/large, count: digits, exist/verify/relation: yes/no,
+side: left/right), i.e. closed-vocabulary VQA; the baseline gets the same candidates. --calibrate (score mode) ranks by
+log p(answer | LENS prompt) - log p(answer | question alone): what the image text adds over the
+LLM's prior (the baseline is left uncalibrated: calibrating it against itself is void).
+
 Scoring: exact match after normalising (lowercase, punctuation and articles dropped, number
 words to digits); an answer whose first word is the gold answer also counts.
 """
@@ -71,6 +78,32 @@ def answer_all(llm, prompts, max_new_tokens: int = 8, batch: int = 16) -> list[s
     return out
 
 
+def answer_vocabulary(seed: int = 0, n: int = 500) -> dict[str, list[str]]:
+    """Question type -> every answer of that type in the QA of n train scenes (e.g. size: large, small)."""
+    from visiondata import scenes
+
+    s = scenes.generate(n, size=16, seed=seed, split="train")
+    by_type: dict[str, set] = collections.defaultdict(set)
+    for qa, types in zip(s.qa, s.qa_types):
+        for (_, a), t in zip(qa, types):
+            by_type[t].add(a)
+    return {t: sorted(v) for t, v in sorted(by_type.items())}
+
+
+def choose_all(llm, prompts, candidates: list[list[str]], priors: list[str] | None = None) -> list[str]:
+    """The candidate with the highest summed log-prob after each prompt (llm.score); with `priors`
+    (one prompt each), the highest log p(c | prompt) - log p(c | prior prompt) instead (calibrated:
+    the answer the image text makes more likely than the question alone does)."""
+    out = []
+    for i, p in enumerate(prompts):
+        cands = [" " + c for c in candidates[i]]
+        s = np.asarray(llm.score(p, cands))
+        if priors is not None:
+            s = s - np.asarray(llm.score(priors[i], cands))
+        out.append(candidates[i][int(np.argmax(s))])
+    return out
+
+
 def few_shot_prefix(lens, k: int, seed: int, with_vision: bool) -> str:
     if k <= 0:
         return ""
@@ -87,7 +120,8 @@ def few_shot_prefix(lens, k: int, seed: int, with_vision: bool) -> str:
     return "".join(parts)
 
 
-def evaluate_split(lens, split: str, n: int, seed: int, shots: int) -> dict:
+def evaluate_split(lens, split: str, n: int, seed: int, shots: int, mode: str = "generate",
+                   candidates: dict[str, list[str]] | None = None, calibrate: bool = False) -> dict:
     from lens.prompt import build_prompt
     from visiondata import scenes
 
@@ -98,8 +132,13 @@ def evaluate_split(lens, split: str, n: int, seed: int, shots: int) -> dict:
     pre_b = few_shot_prefix(lens, shots, seed + 1, False)
     lens_prompts = [pre_v + build_prompt(o["tags"], o["attributes"], o["captions"], q) for o, (q, _, _) in zip(outs, qs)]
     base_prompts = [pre_b + f"Question:{q}\nShort Answer:" for q, _, _ in qs]
-    lens_ans = answer_all(lens.llm, lens_prompts)
-    base_ans = answer_all(lens.llm, base_prompts)
+    if mode == "score":
+        per_q = [candidates[t] for _, _, t in qs]
+        lens_ans = choose_all(lens.llm, lens_prompts, per_q, base_prompts if calibrate else None)
+        base_ans = choose_all(lens.llm, base_prompts, per_q)
+    else:
+        lens_ans = answer_all(lens.llm, lens_prompts)
+        base_ans = answer_all(lens.llm, base_prompts)
     by_type = collections.defaultdict(lambda: [0, 0, 0])
     rows = []
     for (q, gold, t), la, ba, o in zip(qs, lens_ans, base_ans, outs):
@@ -111,7 +150,7 @@ def evaluate_split(lens, split: str, n: int, seed: int, shots: int) -> dict:
                      "baseline_ok": bc, "captions": o["captions"][:2], "tags": o["tags"][:3]})
     n_q = len(rows)
     return {
-        "split": split, "questions": n_q, "shots": shots,
+        "split": split, "questions": n_q, "shots": shots, "mode": mode, "calibrate": calibrate,
         "lens_acc": sum(r["lens_ok"] for r in rows) / n_q,
         "baseline_acc": sum(r["baseline_ok"] for r in rows) / n_q,
         "by_type": {t: {"n": v[0], "lens_acc": v[1] / v[0], "baseline_acc": v[2] / v[0]} for t, v in sorted(by_type.items())},
@@ -126,6 +165,11 @@ def main(argv=None):
     p.add_argument("--splits", nargs="+", default=["test", "heldout"])
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--mode", default="generate", choices=["generate", "score"],
+                   help="generate: greedy short answer; score: pick the answer vocabulary entry with the "
+                        "highest llm.score (closed-vocabulary VQA)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="score mode: LENS picks by log p(c | LENS prompt) - log p(c | question only)")
     p.add_argument("--captioner", default=None)
     p.add_argument("--clip", default="default", help="'none': captions only")
     p.add_argument("--out", default="out/vqa")
@@ -136,20 +180,22 @@ def main(argv=None):
     t0 = time.time()
     lens = Lens.load(clip=None if args.clip == "none" else args.clip, captioner=args.captioner)
     results = {"clip": args.clip if lens.tagger else "none", "splits": {}}
+    cands = answer_vocabulary() if args.mode == "score" else None
+    results["answer_vocabulary"] = cands
     for split in args.splits:
-        r = evaluate_split(lens, split, args.n, args.seed, args.shots)
+        r = evaluate_split(lens, split, args.n, args.seed, args.shots, args.mode, cands, args.calibrate)
         results["splits"][split] = r
         print(f"{split}: LENS {r['lens_acc']:.3f}  LLM-only {r['baseline_acc']:.3f}  ({r['questions']} questions, "
-              f"{args.shots}-shot)", file=sys.stderr)
+              f"{args.shots}-shot, {args.mode})", file=sys.stderr)
         for t, v in r["by_type"].items():
             print(f"   {t:9s} n={v['n']:3d}  LENS {v['lens_acc']:.2f}  LLM-only {v['baseline_acc']:.2f}", file=sys.stderr)
     results["wall_s"] = round(time.time() - t0, 1)
     os.makedirs(args.out, exist_ok=True)
-    name = f"vqa_{args.shots}shot.json"
+    name = f"vqa_{args.mode}{'_calibrated' if args.calibrate else ''}_{args.shots}shot.json"
     with open(os.path.join(args.out, name), "w") as f:
         json.dump(results, f, indent=1)
     print(json.dumps({s: {k: r[k] for k in ("questions", "lens_acc", "baseline_acc")} for s, r in results["splits"].items()}
-                     | {"shots": args.shots, "wall_s": results["wall_s"]}))
+                     | {"shots": args.shots, "mode": args.mode, "wall_s": results["wall_s"]}))
 
 
 if __name__ == "__main__":
