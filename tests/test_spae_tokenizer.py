@@ -1,0 +1,62 @@
+"""The shipped tokenizer (spae/pretrained/fmnist32) on real Fashion-MNIST test images, offline."""
+
+import numpy as np
+import pytest
+
+from eval.spae_eval import psnr_uint8
+
+
+@pytest.fixture(scope="module")
+def llm():
+    from backbones import load_llm
+
+    return load_llm("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def tok(llm):
+    from spae import load_tokenizer
+
+    return load_tokenizer(llm=llm)       # no checkpoint argument: the repo's default
+
+
+@pytest.fixture(scope="module")
+def images():
+    from visiondata import fashion_mnist
+
+    x, y = fashion_mnist.load("test")
+    return x[:64], y[:64]
+
+
+def test_encode_gives_real_llm_ids_and_words(tok, llm, images):
+    x, _ = images
+    pyr = tok.encode(x)
+    assert [l.shape for l in tok.llm_ids(pyr)] == [(64,) + s for s in tok.layer_shapes()]
+    text = tok.to_text(pyr)
+    for i in range(3):
+        for layer_ids, layer_words in zip(pyr.llm_ids, text[i]):
+            ids = layer_ids[i].reshape(-1).tolist()
+            assert [llm.decode([t]).strip() for t in ids] == layer_words     # the LLM reads the same words
+    assert all(w.isalpha() for layer in text[0] for w in layer)
+
+
+def test_decode_by_depth_psnr_rises(tok, images):
+    x, _ = images
+    pyr = tok.encode(x)
+    psnr = [float(psnr_uint8(tok.decode(pyr, layers=k), x).mean()) for k in range(1, len(pyr) + 1)]
+    assert all(tok.decode(pyr, layers=k).shape == x.shape for k in (1, len(pyr)))
+    assert psnr[-1] > psnr[0] + 2.0, psnr               # more layers, better pictures
+    assert psnr[-1] > 14.0, psnr                        # shipped model: 16.3 dB on 2000 test images
+
+
+def test_llm_ids_roundtrip_and_errors(tok, images, llm):
+    x, _ = images
+    pyr = tok.encode(x[:4])
+    again = tok.decode(tok.llm_ids(pyr))                # from the ids alone (model-size output)
+    assert again.shape == (4, 32, 32)
+    special = llm.tokenizer.token_to_id("<|im_start|>")
+    bad = [np.full_like(l, special) for l in tok.llm_ids(pyr)]
+    with pytest.raises(ValueError, match="not in this tokenizer's codebook"):
+        tok.decode(bad)
+    with pytest.raises(TypeError, match="uint8"):
+        tok.encode(x.astype(np.float32))
