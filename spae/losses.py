@@ -129,19 +129,29 @@ def perceptual_loss(features, x, y):
 # ----------------------------------------------------------------------------- semantic
 
 
-def semantic_loss(target, topk_emb, topk_prob, temperature: float):
+def semantic_loss(target, topk_emb, topk_prob, temperature: float, neg_emb=None, neg_valid=None):
     """Cross-entropy between CLIP relevance over top-K tokens and the encoder's soft assignment.
 
     target:    (B, h, w, d) the vector a semantic layer matched (l*z - (l-1)*zhat_{l-1})
     topk_emb:  (B, K, d) embeddings of each image's K most relevant tokens
     topk_prob: (B, K) target distribution (softmax of CLIP relevance)
     soft assignment: softmax_k(-||target - e_k||^2 / temperature) at every position.
+    neg_emb (B, h, w, d), neg_valid (B, h, w): optional extra candidate per position with
+    target probability 0 (the token the quantizer actually chose there, when it is not one of
+    the top-K), so the loss also pushes away from the winning off-list word.
     """
     t = target.astype(jnp.float32)
     e = topk_emb.astype(jnp.float32)
     dist = (jnp.sum(t * t, -1)[..., None] - 2.0 * jnp.einsum("bhwd,bkd->bhwk", t, e)
             + jnp.sum(e * e, -1)[:, None, None, :])                     # (B, h, w, K)
-    logp = jax.nn.log_softmax(-dist / temperature, axis=-1)
+    logits = -dist / temperature
+    k = logits.shape[-1]
+    if neg_emb is not None:
+        n = neg_emb.astype(jnp.float32)
+        neg = -jnp.sum(jnp.square(t - n), -1, keepdims=True) / temperature      # (B, h, w, 1)
+        neg = jnp.where(neg_valid[..., None], neg, -jnp.inf)
+        logits = jnp.concatenate([logits, neg], axis=-1)
+    logp = jax.nn.log_softmax(logits, axis=-1)[..., :k]
     return -jnp.mean(jnp.sum(topk_prob[:, None, None, :] * logp, axis=-1))
 
 

@@ -137,9 +137,18 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         if disc is not None:
             terms["gan_g"] = w_gan * gan_generator_loss(disc(full))
         if L.semantic > 0:
-            emb = jnp.take(model.codebook[...], batch["sem_ids"], axis=0)   # (B, K, d)
-            sem = sum(semantic_loss(aux["targets"][l - 1], emb, batch["sem_prob"], L.semantic_temp)
-                      for l in L.semantic_layers) / len(L.semantic_layers)
+            cb = model.codebook[...]
+            emb = jnp.take(cb, batch["sem_ids"], axis=0)                   # (B, K, d)
+            sem = 0.0
+            for l in L.semantic_layers:
+                neg = valid = None
+                if L.get("semantic_negatives", False):                    # the chosen token, if off-list
+                    chosen = ids[l - 1]                                     # (B, h_l, w_l)
+                    neg = jnp.take(cb, chosen, axis=0)
+                    valid = ~jnp.any(chosen[..., None] == batch["sem_ids"][:, None, None, :], -1)
+                sem = sem + semantic_loss(aux["targets"][l - 1], emb, batch["sem_prob"],
+                                          L.semantic_temp, neg, valid)
+            sem = sem / len(L.semantic_layers)
             out["semantic_ce"] = sem
             terms["semantic"] = w_sem * sem
         loss = sum(terms.values())

@@ -72,3 +72,15 @@ def test_discriminator_and_perceptual_shapes():
     # fixed: the same seed gives the same network
     f2 = losses.FixedFeatures(3, widths=(8, 16))
     np.testing.assert_array_equal(np.asarray(feats(x)[0]), np.asarray(f2(x)[0]))
+
+
+def test_semantic_loss_negative_slot():
+    e = np.eye(4, dtype=np.float32)[None] * 3                       # (1, 4, 4)
+    q = np.array([[0.5, 0.5]], np.float32)
+    t = e[:, 2:3][:, None]                                           # sits on token 2 (off-list)
+    base = losses.semantic_loss(t, e[:, :2], q, 1.0)
+    neg = e[:, 2][:, None, None]                                     # (1, 1, 1, 4)
+    with_neg = losses.semantic_loss(t, e[:, :2], q, 1.0, neg, np.array([[[True]]]))
+    masked = losses.semantic_loss(t, e[:, :2], q, 1.0, neg, np.array([[[False]]]))
+    assert float(with_neg) > float(base) + 1.0                       # the off-list winner is penalised
+    np.testing.assert_allclose(float(masked), float(base), rtol=1e-6)

@@ -35,6 +35,7 @@ def base_config() -> Config:
             semantic=0.0, semantic_layers=(1, 2), semantic_temp=1.0,
             semantic_schedule="warmup", semantic_warmup=200,
             semantic_k=32, semantic_tau=0.01,
+            semantic_negatives=False,    # also push away from the chosen off-list token
             relevance="clip",            # clip | labels (stand-in from class names) | random (tests)
             clip=None,                   # load_clip() argument (None: the repo's default)
         ),
