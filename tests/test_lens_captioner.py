@@ -43,10 +43,22 @@ def images(n, seed=0):
     return np.random.RandomState(seed).randint(0, 256, (n, 16, 16, 3)).astype(np.uint8)
 
 
+@nnx.jit
+def _forward(model, images, tokens):
+    return model(images, tokens)
+
+
+def full_logits(model, img, seq):
+    """Teacher-forced logits (T, V) for a prefix `seq`, padded to max_len (causal: padding is unseen)."""
+    t = model.cfg.max_len
+    toks = np.full((1, t), PAD, np.int32)
+    toks[0, : len(seq)] = seq[:t]
+    return np.array(_forward(model, jnp.asarray(img)[None], jnp.asarray(toks))[0])
+
+
 def seq_logprob(model, img, seq):
     """Sum of log p(seq[t+1] | seq[:t+1]) by teacher forcing, up to and including EOS."""
-    toks = jnp.asarray(seq)[None]
-    logp = jax.nn.log_softmax(model(jnp.asarray(img)[None], toks[:, :-1])[0])
+    logp = np.asarray(jax.nn.log_softmax(full_logits(model, img, seq[:-1])))
     total = 0.0
     for t in range(len(seq) - 1):
         total += float(logp[t, seq[t + 1]])
@@ -87,7 +99,7 @@ def test_kv_cache_matches_full_forward():
 def greedy_no_cache(model, img, max_len):
     seq = [BOS]
     for _ in range(max_len):
-        logits = np.array(model(jnp.asarray(img)[None], jnp.asarray([seq]))[0, -1])
+        logits = full_logits(model, img, seq)[len(seq) - 1]
         logits[[BOS, PAD, UNK]] = -np.inf
         seq.append(int(np.argmax(logits)))
         if seq[-1] == EOS:
@@ -146,7 +158,7 @@ def test_top_k_sampling():
     s3 = np.asarray(cap._sample(cap._state, x, 16, 3, 1.0, jax.random.key(1)))
     assert len({tuple(r) for r in s3}) > 1  # actually random
     for row in s3:
-        logits = np.array(m(x, jnp.asarray(row[None, :-1]))[0])
+        logits = full_logits(m, x[0], row[:-1].tolist())
         logits[:, [BOS, PAD, UNK]] = -np.inf
         for t in range(6):
             assert row[t + 1] in np.argsort(logits[t])[-3:]
