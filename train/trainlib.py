@@ -224,7 +224,7 @@ def to_host_scalars(metrics: dict) -> dict:
         a = np.asarray(jax.device_get(v))
         if a.size != 1:
             continue
-        out[k] = int(a) if np.issubdtype(a.dtype, np.integer) else float(a)
+        out[k] = int(a.item()) if np.issubdtype(a.dtype, np.integer) else float(a.item())
     return out
 
 
