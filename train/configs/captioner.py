@@ -4,8 +4,11 @@
     python -m eval.captioning --captioner runs/captioner/export
 
 A CNN (3 stride-2 stages -> 8x8 image tokens) + 1 encoder layer + 2-layer cross-attention
-decoder, width 128 (0.84 M parameters), sized for ~25 minutes on a shared 2-core CPU, over a compact vocabulary of the SmolLM2 token ids seen in the training
-captions. Variants override fields: `captioner_tiny.py` (tests), `captioner_coco.py` (COCO
+decoder, width 128 (0.84 M parameters); 3,000 steps took 42 min (2,521 s) on a 2-core CPU shared
+with other jobs (load average 6-11) and reach CIDEr 2.93 / BLEU-4 0.999 on 500 test scenes.
+The decoder's classes are a compact vocabulary of the SmolLM2 token ids seen in the training
+captions. (The shipped weights were initialised eagerly with the threefry PRNG; `init_model` now
+uses one jitted "rbg" init, so a rerun gives a different but equally trained model.) Variants override fields: `captioner_tiny.py` (tests), `captioner_coco.py` (COCO
 caption JSON); `--set a.b=value` overrides one field.
 """
 from train.trainlib import Config
