@@ -8,7 +8,7 @@ decoder, width 128 (0.84 M parameters); 3,000 steps took 42 min (2,521 s) on a 2
 with other jobs (load average 6-11) and reach CIDEr 2.93 / BLEU-4 0.999 on 500 test scenes.
 The decoder's classes are a compact vocabulary of the SmolLM2 token ids seen in the training
 captions. (The shipped weights were initialised eagerly with the threefry PRNG; `init_model` now
-uses one jitted "rbg" init, so a rerun gives a different but equally trained model.) Variants override fields: `captioner_tiny.py` (tests), `captioner_coco.py` (COCO
+uses one jitted "rbg" init, so a rerun starts from a different init (its scores not re-measured).) Variants override fields: `captioner_tiny.py` (tests), `captioner_coco.py` (COCO
 caption JSON); `--set a.b=value` overrides one field.
 """
 from train.trainlib import Config
