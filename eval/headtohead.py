@@ -74,15 +74,17 @@ def make_episodes(args) -> None:
     settings = [("fashion_mnist", w, s) for w, s in FMNIST_SETTINGS] + ([("scenes", 5, 1)] if args.scenes_spae else [])
     for dataset, ways, shots in settings:
         path = os.path.join(ep_dir, f"{dataset}_{ways}w{shots}s.csv")
+        n = args.episodes if shots == 1 else args.episodes_multishot
         if not os.path.exists(path):
             episodes.main(["--dataset", dataset, "--split", "test", "--ways", str(ways), "--shots", str(shots),
-                           "--queries", "1", "--episodes", str(args.episodes), "--seed", "0", "--out", path])
+                           "--queries", "1", "--episodes", str(n), "--seed", "0", "--out", path])
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m eval.headtohead", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--episodes", type=int, default=200)
+    ap.add_argument("--episodes", type=int, default=200, help="episodes per 1-shot setting")
+    ap.add_argument("--episodes-multishot", type=int, default=200, help="episodes per 3- and 5-shot setting")
     ap.add_argument("--spae", default=None, help="SPAE checkpoint (default: the shipped Fashion-MNIST one)")
     ap.add_argument("--spae-nosem", default=None, help="SPAE trained without the semantic loss (ablation)")
     ap.add_argument("--lqae", default=None, help="single-layer, no-semantic checkpoint (lqae config)")
