@@ -38,8 +38,8 @@ def describe(out: dict, max_tags: int = 5, max_attributes: int = 3, max_captions
 
 
 def clean_answer(text: str) -> str:
-    """The LLM's continuation -> a short answer: first line, no trailing period or quotes, lowercase."""
-    line = text.strip().split("\n")[0].strip()
+    """The LLM's continuation -> a short answer: first line, no list dash, trailing period or quotes, lowercase."""
+    line = text.strip().split("\n")[0].strip().lstrip("-*• ").strip()
     for stop in ("Question:", "Short Answer:", "Tags:", "Captions:"):
         line = line.split(stop)[0]
     return line.strip().strip("\"'").rstrip(".").strip().lower()

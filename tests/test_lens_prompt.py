@@ -18,6 +18,7 @@ def test_prompt_matches_lens_format():
 def test_clean_answer_and_describe():
     assert clean_answer(" Red.\nQuestion: more") == "red"
     assert clean_answer('"yes" Question:x') == "yes"
+    assert clean_answer("-Green\n-Red") == "green"
     out = {"tags": ["red circle", "circle"], "attributes": ["circle, round"], "captions": ["A red circle.", "One shape."]}
     assert describe(out) == "Tags: red circle, circle. Attributes: circle, round. Captions: A red circle | One shape."
 
