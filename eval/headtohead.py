@@ -29,7 +29,7 @@ def plan(args) -> list[tuple[str, list[str]]]:
         name = f"{dataset}_{ways}w{shots}s"
         eps = os.path.join(ep_dir, f"{name}.csv")
         spae_dir = args.scenes_spae if dataset == "scenes" else args.spae
-        common = ["--episodes", eps] + ([] if shots == 1 and ways == 2 else ["--no-open-ended"])
+        common = ["--episodes", eps] + ([] if args.open_ended else ["--no-open-ended"])
         methods = [("spae", ["--method", "spae", "--layers", str(args.layers)] + _tok(spae_dir)),
                    ("random", ["--method", "random", "--layers", str(args.layers)] + _tok(spae_dir)),
                    ("lens", ["--method", "lens"])]
@@ -92,11 +92,14 @@ def main(argv=None) -> None:
     ap.add_argument("--layers", type=int, default=2, help="SPAE layers per image in the main table")
     ap.add_argument("--sweep", default="1,2,3,4", help="layer counts for the plot (Fashion-MNIST 2-way 1-shot)")
     ap.add_argument("--vqa-questions", type=int, default=200)
+    ap.add_argument("--open-ended", action="store_true", help="also score greedy open-ended answers (4x slower)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = ap.parse_args(argv)
     args.sweep = [int(k) for k in args.sweep.split(",") if k]
 
-    runs = plan(args)
+    # Main comparisons first, then the layer sweep, then the multi-shot settings: a run cut short
+    # by time still has the most important rows.
+    runs = sorted(plan(args), key=lambda r: (("_L" in os.path.basename(r[0])) + 2 * ("w1s" not in r[0])))
     if args.dry_run:
         for _, argv_ in runs:
             print("python -m eval." + " ".join(argv_))
