@@ -7,7 +7,7 @@
 Episodes are sampled once per setting (seed 0) into OUT/episodes/*.csv and every method reads the
 same file. Each run is `python -m eval.fewshot ...` (its exact command is stored in its
 summary.json); runs whose summary.json exists are skipped, so a killed run resumes where it
-stopped. At the end `python -m eval.report --runs OUT --out OUT/report` writes REPORT.md and the
+stopped, and several drivers started side by side share the runs. At the end `python -m eval.report --runs OUT --out OUT/report` writes REPORT.md and the
 layers plot. Methods whose checkpoint is not given are left out (and the report says nothing of them).
 """
 from __future__ import annotations
@@ -62,6 +62,22 @@ def plan(args) -> list[tuple[str, list[str]]]:
     return runs
 
 
+def _claim(out: str) -> bool:
+    """Claim a run for this process (so several drivers can share the work); False if a live
+    process holds it. A claim left by a killed process is taken over."""
+    path = out + ".claim"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        try:
+            os.kill(int(open(path).read().strip() or 0), 0)
+            return False
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
 def _tok(directory):
     return ["--tokenizer", directory] if directory else []
 
@@ -113,8 +129,14 @@ def main(argv=None) -> None:
         if os.path.exists(os.path.join(out, "summary.json")):
             print(f"[{i + 1}/{len(runs)}] done already: {out}")
             continue
+        if not _claim(out):
+            print(f"[{i + 1}/{len(runs)}] running in another process: {out}")
+            continue
         print(f"[{i + 1}/{len(runs)}] python -m eval." + " ".join(argv_), flush=True)
-        (fewshot if argv_[0] == "fewshot" else fewshot_vqa).main(argv_[1:], llm=llm)
+        try:
+            (fewshot if argv_[0] == "fewshot" else fewshot_vqa).main(argv_[1:], llm=llm)
+        finally:
+            os.remove(out + ".claim")
     report.main(["--runs", args.out, "--out", os.path.join(args.out, "report")])
 
 
