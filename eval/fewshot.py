@@ -176,6 +176,16 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
     return records, summary
 
 
+def write_results(out: str, records: list[dict], summary: dict) -> None:
+    """OUT/results.jsonl (one record per query) and OUT/summary.json."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
 def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int):
     if method in ("spae", "lqae", "random"):
         from spae import load_tokenizer
@@ -233,12 +243,7 @@ def main(argv=None, llm=None) -> dict:
                     "episodes_file": os.path.abspath(args.episodes), "tokenizer": args.tokenizer,
                     "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
                     "command": command})
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.jsonl"), "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_results(args.out, records, summary)
     line = f"{args.method}: accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
     if "open_accuracy" in summary:
         line += f", open-ended {summary['open_accuracy']:.3f} ± {summary['open_ci95']:.3f}"

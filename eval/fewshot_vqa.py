@@ -19,7 +19,6 @@ DIR/results.jsonl and DIR/summary.json like `eval.fewshot`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from eval.fewshot import make_coder, mean_ci95
+from eval.fewshot import make_coder, mean_ci95, write_results
 
 INSTRUCTION = "Answer each question about the image with one word."
 
@@ -134,12 +133,7 @@ def main(argv=None, llm=None) -> dict:
                     "dataset": "scenes", "split": args.split, "shots": args.shots, "tokenizer": args.tokenizer,
                     "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
                     "command": command})
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.jsonl"), "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    write_results(args.out, records, summary)
     print(f"{args.method}: VQA accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f} on {len(records)} "
           f"questions (scenes/{args.split}, {args.shots}-shot) -> {args.out}")
     return summary
