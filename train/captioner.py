@@ -12,7 +12,6 @@ and `Lens.load(captioner=dir)` read.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -174,14 +173,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
 def main(argv=None):
     from train import trainlib
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="a.b=value", help="config override")
-    p.add_argument("--stop_after", type=int, default=None,
-                   help="stop after this many steps of this run, without export (tests: simulated kill)")
-    args = p.parse_args(argv)
-    cfg = trainlib.load_config(args.config, args.set)
+    args, cfg = trainlib.parse_train_args(__doc__, argv)
     print(json.dumps(train(cfg, args.workdir, stop_after=args.stop_after)))
 
 

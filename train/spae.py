@@ -10,7 +10,6 @@ data-iterator position). At the end writes --workdir/export, a small checkpoint 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -145,14 +144,8 @@ def main(argv=None):
     from spae.training import resolve_config
     from train import trainlib
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="a.b=value", help="config override")
-    p.add_argument("--stop_after", type=int, default=None,
-                   help="stop after this many steps of this run, without export (tests: simulated kill)")
-    args = p.parse_args(argv)
-    cfg = resolve_config(trainlib.load_config(args.config, args.set))
+    args, cfg = trainlib.parse_train_args(__doc__, argv)
+    cfg = resolve_config(cfg)
     last = train(cfg, args.workdir, stop_after=args.stop_after)
     print(json.dumps(last))
 

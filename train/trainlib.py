@@ -268,3 +268,17 @@ def progress(iterable=None, total=None, desc=None, initial=0, disable=None):
         disable = not sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable,
                 dynamic_ncols=True)
+
+
+def parse_train_args(doc: str, argv=None):
+    """The shared trainer command line: --config FILE --workdir DIR [--set a.b=value ...] [--stop_after N]."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="a.b=value", help="config override")
+    p.add_argument("--stop_after", type=int, default=None,
+                   help="stop after this many steps of this run, without export (tests: simulated kill)")
+    args = p.parse_args(argv)
+    return args, load_config(args.config, args.set)

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from backbones.llm.gguf_file import read_gguf_fast
-from backbones.llm.model import KVCache, attention_weights, rms_norm, rope
+from backbones.llm.model import KVCache, attention_weights, output_logits, rms_norm, rope
 from backbones.llm.weights import CheckpointError, _expect, dequantize
 
 
@@ -240,9 +240,7 @@ class Gemma3(nnx.Module):
         h = rms_norm(x, self.final_norm[...], cfg.norm_eps)
         if return_hidden:
             return h, new_cache
-        head = self.embed[...].T if self.head is None else self.head[...]                 # (D, V)
-        logits = jnp.einsum("BTD,DV->BTV", h.astype(jnp.float32), head.astype(jnp.float32))
-        return logits, new_cache
+        return output_logits(h, self.embed, self.head), new_cache
 
 
 # ------------------------------------------------------------------------------------ GGUF

@@ -47,6 +47,12 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
+def output_logits(h: jax.Array, embed, head) -> jax.Array:
+    """(B, T, D) final hidden states -> (B, T, V) float32 logits; tied to `embed` when `head` is None."""
+    w = embed[...].T if head is None else head[...]                                   # (D, V)
+    return jnp.einsum("BTD,DV->BTV", h.astype(jnp.float32), w.astype(jnp.float32))
+
+
 def attention_weights(scores: jax.Array, mask: jax.Array, plus_one: bool) -> jax.Array:
     """Softmax over the last axis, masked; with plus_one the denominator is 1 + sum(exp)."""
     scores = jnp.where(mask, scores, -jnp.inf)
@@ -149,6 +155,4 @@ class Llama(nnx.Module):
         h = rms_norm(x, self.final_norm[...], cfg.norm_eps)
         if return_hidden:
             return h, new_cache
-        head = self.embed[...].T if self.head is None else self.head[...]       # (D, V)
-        logits = jnp.einsum("BTD,DV->BTV", h.astype(jnp.float32), head.astype(jnp.float32))
-        return logits, new_cache
+        return output_logits(h, self.embed, self.head), new_cache
