@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 FMNIST_SETTINGS = [(2, 1), (5, 1), (5, 3), (5, 5)]     # (ways, shots), one query per class
 
@@ -109,6 +110,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", default="1,2,3,4", help="layer counts for the plot (Fashion-MNIST 2-way 1-shot)")
     ap.add_argument("--vqa-questions", type=int, default=200)
     ap.add_argument("--open-ended", action="store_true", help="also score greedy open-ended answers (4x slower)")
+    ap.add_argument("--only", default=None, help="run only the runs whose directory matches this regex")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = ap.parse_args(argv)
     args.sweep = [int(k) for k in args.sweep.split(",") if k]
@@ -116,6 +118,8 @@ def main(argv=None) -> None:
     # Main comparisons first, then the layer sweep, then the multi-shot settings: a run cut short
     # by time still has the most important rows.
     runs = sorted(plan(args), key=lambda r: (("_L" in os.path.basename(r[0])) + 2 * ("w1s" not in r[0])))
+    if args.only:
+        runs = [r for r in runs if re.search(args.only, r[0])]
     if args.dry_run:
         for _, argv_ in runs:
             print("python -m eval." + " ".join(argv_))
@@ -137,6 +141,8 @@ def main(argv=None) -> None:
             (fewshot if argv_[0] == "fewshot" else fewshot_vqa).main(argv_[1:], llm=llm)
         finally:
             os.remove(out + ".claim")
+    if args.only:
+        return
     report.main(["--runs", args.out, "--out", os.path.join(args.out, "report")])
 
 

@@ -87,15 +87,27 @@ def test_score_is_the_sum_of_continuation_log_probs(smollm2):
     assert scores[2] == pytest.approx(expected, abs=1e-3)
 
 
-def test_score_batch_equals_scoring_each_full_prompt(smollm2):
+def _full_forward_logprob(llm, context: list[int], cont: list[int]) -> float:
+    """log p(cont | context) from one uncached forward over the whole sequence (float64 softmax)."""
+    ids = context + cont
+    logits = llm.logits(ids).astype(np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return sum(logp[t - 1, ids[t]] for t in range(len(context), len(ids)))   # logits() rows align with ids
+
+
+def test_score_batch_equals_full_forward_log_probs(smollm2):
     prefix = smollm2.encode("Colours of things.\nGrass: green\nSky:")
-    queries = [smollm2.encode(" blue\nBanana:"), smollm2.encode(" blue\nSnow is white. Blood:")]
-    cands = [smollm2.encode(" yellow"), smollm2.encode(" red"), smollm2.encode(" dark purple")]
+    queries = [smollm2.encode(" blue\nBanana:"), smollm2.encode(" blue\nSnow is white. Blood:"), smollm2.encode(" blue\nCoal:")]
+    cands = [smollm2.encode(" yellow"), smollm2.encode(" red"), smollm2.encode(" dark purple"), smollm2.encode(" black as the night")]
     batch = smollm2.score_batch(prefix, queries, cands)
-    assert batch.shape == (2, 3)
+    assert batch.shape == (3, 4)
     for q, row in zip(queries, batch):
-        np.testing.assert_allclose(row, smollm2.score(prefix + q, cands), atol=2e-3)
+        expected = [_full_forward_logprob(smollm2, prefix + q, c) for c in cands]
+        np.testing.assert_allclose(row, expected, atol=2e-3)
     assert batch[0].argmax() == 0 and batch[1].argmax() == 1
+    normalized = smollm2.score_batch(prefix, queries, cands, normalize=True)
+    np.testing.assert_allclose(normalized, batch / np.array([len(c) for c in cands])[None], rtol=1e-6)
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy(smollm2):

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from backbones.llm.config import LlamaConfig
 from backbones.llm.gemma3 import Gemma3, Gemma3Config, gemma3_270m_bytes, load_gguf_gemma3
 from backbones.llm.gguf_file import gguf_architecture
-from backbones.llm.model import KVCache, Llama
+from backbones.llm.model import KVCache, Llama, output_logits
 from backbones.llm.sampling import choose_next
 from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
 from backbones.llm.weights import load_gguf_llama, load_hf_llama
@@ -183,8 +183,9 @@ class FrozenLLM:
                     candidates: Sequence[Sequence[int]], normalize: bool = False) -> np.ndarray:
         """(Q, N) summed log-probs of each candidate after prefix + query, all as token ids.
 
-        The shared prefix (e.g. the support examples of a few-shot episode) runs once into a KV
-        cache; each query extends it, and the N candidates run as one batch on top.
+        Three forward calls whatever Q and N: the shared prefix (e.g. the support examples of a
+        few-shot episode) fills a KV cache once; all Q queries extend it as one batch; all Q*N
+        candidates (minus their last token, which is only ever predicted) run as one batch on top.
         """
         prefix = self._with_bos(self._as_ids(prefix))
         queries = [self._as_ids(q) for q in queries]
@@ -193,51 +194,61 @@ class FrozenLLM:
             raise ValueError("score_batch needs at least one query, each non-empty")
         if not conts or any(not c for c in conts):
             raise ValueError("score_batch needs at least one candidate, each non-empty")
-        P, N = len(prefix), len(conts)
-        Pb, Qb, C = _bucket(P), _bucket(max(map(len, queries)), 8), _bucket(max(map(len, conts)), 8)
+        P, Q, N = len(prefix), len(queries), len(conts)
+        qlen = np.array([len(q) for q in queries])
+        clen = np.array([len(c) for c in conts])
+        Pb, Qb, C = _bucket(P), _bucket(int(qlen.max()), 8), int(clen.max())
         tokens = np.full((1, Pb), self.pad_id, np.int32)
         tokens[0, Pb - P:] = prefix
         valid = np.arange(Pb)[None] >= Pb - P
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-        _, cache = self._prefill(self._state, tokens, positions, valid,
-                                 KVCache.zeros(self.config, 1, Pb + Qb + C, dtype=self.model.dtype))
+        cache = self._prefill_cache(self._state, tokens, positions, valid,
+                                    KVCache.zeros(self.config, 1, Pb + Qb + max(C - 1, 1), dtype=self.model.dtype))
+        qtoks = np.full((Q, Qb), self.pad_id, np.int32)
+        for i, q in enumerate(queries):
+            qtoks[i, :len(q)] = q
+        qpos = np.broadcast_to(P + np.arange(Qb, dtype=np.int32), (Q, Qb))
+        first, qcache = self._extend_queries(self._state, qtoks, qpos, np.arange(Qb)[None] < qlen[:, None],
+                                             cache, Pb, qlen - 1)
         ctoks = np.full((N, C), self.pad_id, np.int32)
         for b, c in enumerate(conts):
             ctoks[b, :len(c)] = c
-        cvalid = np.arange(C)[None] < np.array([len(c) for c in conts])[:, None]
-        out = np.zeros((len(queries), N))
-        for i, q in enumerate(queries):
-            qtoks = np.full((1, Qb), self.pad_id, np.int32)
-            qtoks[0, :len(q)] = q
-            qpos = (P + np.arange(Qb, dtype=np.int32))[None]
-            last, qcache = self._extend_last(self._state, qtoks, qpos, np.arange(Qb)[None] < len(q), cache, Pb,
-                                             len(q) - 1)
-            first = np.asarray(jax.nn.log_softmax(last))                       # (V,)
-            cpos = np.broadcast_to(P + len(q) + np.arange(C, dtype=np.int32), (N, C))
-            nxt = np.asarray(self._extend_logp(self._state, ctoks, cpos, cvalid, qcache, Pb + Qb))  # (N, C)
-            for b, c in enumerate(conts):
-                total = float(first[c[0]]) + float(np.sum(nxt[b, :len(c) - 1]))
-                out[i, b] = total / len(c) if normalize else total
-        return out
+        out = np.asarray(first)[:, ctoks[:, 0]]                                         # (Q, N)
+        if C > 1:                                      # feed c[:-1]; column j predicts c[j + 1]
+            feed = np.tile(ctoks[:, :-1], (Q, 1))                                       # (Q*N, C-1)
+            cpos = (P + np.repeat(qlen, N))[:, None] + np.arange(C - 1, dtype=np.int32)[None]
+            cvalid = np.arange(C - 1)[None] < np.tile(clen - 1, Q)[:, None]
+            targets = np.tile(ctoks[:, 1:], (Q, 1))
+            nxt = np.asarray(self._extend_logp(self._state, feed, cpos.astype(np.int32), cvalid, targets, qcache,
+                                               Pb + Qb, N))                             # (Q*N, C-1)
+            out = out + np.where(cvalid, nxt, 0.0).sum(-1).reshape(Q, N)
+        return out / clen[None] if normalize else out
+
+    @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(5,))
+    def _prefill_cache(self, state, tokens, positions, valid, cache):
+        """Fill a cache with a (1, T) prompt; no output head (nothing is predicted from it)."""
+        model = nnx.merge(self._graphdef, state)
+        return model(tokens, positions, valid, cache=cache, slot=0, return_hidden=True)[1]
 
     @functools.partial(jax.jit, static_argnums=(0,))
-    def _extend_last(self, state, tokens, positions, valid, cache, slot, last):
-        """Append (1, T) tokens to a cache (not donated: the prefix is reused); logits at `last`."""
+    def _extend_queries(self, state, tokens, positions, valid, cache, slot, last):
+        """(Q, T) queries on a 1-row cache -> ((Q, V) next-token log-probs at `last`, Q-row cache)."""
         model = nnx.merge(self._graphdef, state)
-        logits, cache = model(tokens, positions, valid, cache=cache, slot=slot)
-        return logits[0, last], cache
+        q = tokens.shape[0]
+        cache = jax.tree.map(lambda x, ax: jnp.repeat(x, q, axis=ax), cache, KVCache(1, 1, 0))
+        h, cache = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
+        h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)                    # (Q, 1, D)
+        logits = output_logits(h_last, model.embed, model.head)[:, 0]
+        return jax.nn.log_softmax(logits, axis=-1), cache
 
-    @functools.partial(jax.jit, static_argnums=(0,))
-    def _extend_logp(self, state, tokens, positions, valid, cache, slot):
-        """Run (N, C) continuations on a 1-row prompt cache; column j: log p(tokens[:, j+1] | ...)."""
+    @functools.partial(jax.jit, static_argnums=(0, 8))
+    def _extend_logp(self, state, tokens, positions, valid, targets, cache, slot, n):
+        """(Q*N, T) continuations, each query's cache row repeated n times; log p(targets) (Q*N, T)."""
         model = nnx.merge(self._graphdef, state)
-        n = tokens.shape[0]
-        cache = KVCache(jnp.repeat(cache.k, n, axis=1), jnp.repeat(cache.v, n, axis=1),
-                        jnp.repeat(cache.valid, n, axis=0))
-        logits, _ = model(tokens, positions, valid, cache=cache, slot=slot)   # (N, C, V)
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        target = jnp.concatenate([tokens[:, 1:], tokens[:, :1]], axis=1)
-        return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+        cache = jax.tree.map(lambda x, ax: jnp.repeat(x, n, axis=ax), cache, KVCache(1, 1, 0))
+        h, _ = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
+        logp = jax.nn.log_softmax(output_logits(h, model.embed, model.head), axis=-1)   # (Q*N, T, V)
+        return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
     # ------------------------------------------------------------------------- generation
     @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(5,))
