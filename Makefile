@@ -27,8 +27,11 @@ setup: $(STAMP)
 demo: setup
 	$(PY) demo.py
 
+# Tests run in 2 worker processes (one per core), whole files per worker so that each file's
+# module fixtures (a loaded LLM, a tiny training run) are built once: TEST_JOBS=0 runs serially.
+TEST_JOBS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache

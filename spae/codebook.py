@@ -12,14 +12,16 @@ The codebook is held in `FrozenCodebook`, an nnx.Variable that is not an nnx.Par
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import re
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from flax import nnx
 
-__all__ = ["FrozenCodebook", "Vocabulary", "select_word_tokens", "clean_token"]
+__all__ = ["FrozenCodebook", "Vocabulary", "select_word_tokens", "clean_token", "default_blocklist"]
 
 # Byte-level BPE marks a leading space with "Ġ" and newlines with "Ċ"; SentencePiece uses "▁".
 _SPACE_MARKS = ("Ġ", "▁", " ")
@@ -37,8 +39,17 @@ def clean_token(token: str) -> str:
     return token
 
 
+@functools.cache
+def default_blocklist() -> frozenset[str]:
+    """The words of spae/blocklist.txt (slurs, sexual and vulgar terms), lower case."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blocklist.txt")
+    with open(path, encoding="utf-8") as f:
+        return frozenset(w.strip().lower() for w in f if w.strip() and not w.startswith("#"))
+
+
 def select_word_tokens(token_strings: Sequence[str], mode: str = "words", min_len: int = 3,
-                       max_size: int | None = None, dedupe: bool = True) -> np.ndarray:
+                       max_size: int | None = None, dedupe: bool = True,
+                       blocklist: Iterable[str] | None = None) -> np.ndarray:
     """LLM ids of the word-like tokens, in id order.
 
     mode "words": a space-marked, lower-case alphabetic word ("Ġdress") of >= min_len letters;
@@ -47,7 +58,9 @@ def select_word_tokens(token_strings: Sequence[str], mode: str = "words", min_le
     dedupe keeps the lowest id among tokens with the same readable lower-case form.
     max_size keeps the first max_size selected ids (low ids are the earliest BPE merges,
     i.e. the most frequent words).
+    blocklist: readable lower-case forms never selected (None: `default_blocklist()`; () keeps all).
     """
+    blocked = default_blocklist() if blocklist is None else frozenset(w.lower() for w in blocklist)
     patterns = {
         "words": re.compile(r"(?:Ġ|▁| )[a-z]{%d,}" % min_len),
         "alpha": re.compile(r"(?:Ġ|▁| )?[A-Za-z]{%d,}" % min_len),
@@ -64,7 +77,7 @@ def select_word_tokens(token_strings: Sequence[str], mode: str = "words", min_le
         elif not pattern.fullmatch(tok):
             continue
         key = clean_token(tok).lower()
-        if dedupe and key in seen:
+        if key in blocked or (dedupe and key in seen):
             continue
         seen.add(key)
         keep.append(i)
@@ -100,18 +113,19 @@ class Vocabulary:
 
     @classmethod
     def from_tables(cls, embeddings: np.ndarray, token_strings: Sequence[str], mode: str = "words",
-                    min_len: int = 3, max_size: int | None = None) -> "Vocabulary":
+                    min_len: int = 3, max_size: int | None = None,
+                    blocklist: Iterable[str] | None = None) -> "Vocabulary":
         embeddings = np.asarray(embeddings, np.float32)
         if embeddings.shape[0] != len(token_strings):
             raise ValueError(f"{embeddings.shape[0]} embedding rows but {len(token_strings)} token strings")
-        ids = select_word_tokens(token_strings, mode, min_len, max_size)
+        ids = select_word_tokens(token_strings, mode, min_len, max_size, blocklist=blocklist)
         return cls(embeddings[ids], ids, [clean_token(token_strings[i]) for i in ids])
 
     @classmethod
-    def from_llm(cls, llm, mode: str = "words", min_len: int = 3,
-                 max_size: int | None = None) -> "Vocabulary":
+    def from_llm(cls, llm, mode: str = "words", min_len: int = 3, max_size: int | None = None,
+                 blocklist: Iterable[str] | None = None) -> "Vocabulary":
         """From a loaded frozen LLM (`backbones.load_llm(...)`): its embeddings and token strings."""
-        return cls.from_tables(llm.embeddings, llm.token_strings, mode, min_len, max_size)
+        return cls.from_tables(llm.embeddings, llm.token_strings, mode, min_len, max_size, blocklist)
 
     @classmethod
     def random(cls, size: int, dim: int, seed: int = 0) -> "Vocabulary":

@@ -48,6 +48,19 @@ def test_select_word_tokens_modes():
     assert select_word_tokens(toks, "words", min_len=3, max_size=2).tolist() == [1, 5]
     with pytest.raises(ValueError, match="mode"):
         select_word_tokens(toks, "nope")
+    assert select_word_tokens(toks, "words", min_len=3, blocklist=["dog"]).tolist() == [1, 10]
+
+
+def test_default_vocabulary_leaves_out_blocklisted_words(llm, vocab):
+    """SmolLM2 has blocklisted words as whole-word tokens; none reaches the default codebook."""
+    from spae.codebook import clean_token, default_blocklist
+
+    blocked = default_blocklist()
+    assert len(blocked) > 50 and "dress" not in blocked
+    assert not blocked & set(vocab.words)
+    every = select_word_tokens(llm.token_strings, "words", min_len=3, blocklist=())
+    dropped = {clean_token(llm.token_strings[i]) for i in every} - set(vocab.words)
+    assert dropped and dropped <= blocked             # exactly blocklisted words were removed
 
 
 @pytest.fixture(scope="module")
