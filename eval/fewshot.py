@@ -186,7 +186,7 @@ def write_results(out: str, records: list[dict], summary: dict) -> None:
         json.dump(summary, f, indent=1)
 
 
-def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int):
+def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int, lens_captions: bool = False):
     if method in ("spae", "lqae", "random"):
         from spae import load_tokenizer
 
@@ -200,8 +200,11 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
     if method == "lens":
         from lens import Lens
 
-        lens = Lens.load(llm=llm)
-        return TextCoder(lambda images: [Lens.text(o) for o in lens.describe_images(images)], llm)
+        # Classification uses LENS's tag and attribute modules (its object-recognition setup);
+        # captions (its VQA setup) are opt-in: they cost ~60 prompt tokens per image.
+        lens = Lens.load(llm=llm, **({} if lens_captions else {"captioner": "none"}))
+        return TextCoder(lambda images: [Lens.text(o) for o in lens.describe_images(images)], llm,
+                         name="lens" if not lens_captions else "lens_captions")
     raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")
 
 
@@ -217,8 +220,12 @@ def main(argv=None, llm=None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random control's tokens")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N episodes")
     ap.add_argument("--no-open-ended", action="store_true", help="skip greedy open-ended answers (faster)")
+    ap.add_argument("--lens-captions", action="store_true",
+                    help="lens: add captions to tags and attributes (the LENS VQA setup; longer prompts)")
     ap.add_argument("--name", default=None, help="row name in reports (default: the method, e.g. spae_nosem)")
     args = ap.parse_args(argv)
+    if args.lens_captions and not args.name:
+        args.name = "lens_captions"
     command = "python -m eval.fewshot " + " ".join(sys.argv[1:] if argv is None else argv)
 
     from backbones import load_llm
@@ -234,13 +241,13 @@ def main(argv=None, llm=None) -> dict:
     kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
     images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
     llm = llm or load_llm(args.llm)
-    coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed)
+    coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions)
     t = time.perf_counter()
     records, summary = run(llm, coder, eps, images, open_ended_eval=not args.no_open_ended)
     e0 = eps[0]
     summary.update({"method": args.method, "label": args.name, "layers": args.layers if args.method != "lens" else None,
                     "dataset": dataset, "split": split, "ways": e0.ways, "shots": e0.shots,
-                    "episodes_file": os.path.abspath(args.episodes), "tokenizer": args.tokenizer,
+                    "episodes_file": os.path.abspath(args.episodes), "tokenizer": args.tokenizer, "lens_captions": args.lens_captions if args.method == "lens" else None,
                     "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
                     "command": command})
     write_results(args.out, records, summary)

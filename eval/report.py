@@ -14,7 +14,7 @@ import json
 import os
 from collections import defaultdict
 
-METHOD_ORDER = ["spae", "spae_nosem", "lqae", "lens", "random", "text_only"]
+METHOD_ORDER = ["spae", "spae_nosem", "lqae", "lens", "lens_captions", "random", "text_only"]
 
 
 def load_summaries(root: str) -> list[dict]:
@@ -82,7 +82,7 @@ def layers_plot(summaries: list[dict], path: str) -> bool:
                 x, y, e = zip(*pts)
                 ax.errorbar(x, [100 * v for v in y], yerr=[100 * v for v in e], fmt=style, capsize=3, label=method)
         for s in summaries:
-            if setting_of(s) == st and s["method"] in ("lens", "lqae"):
+            if setting_of(s) == st and (s.get("label") or s["method"]) in ("lens", "lqae"):
                 ax.axhline(100 * s["accuracy"], ls=":", color="C3" if s["method"] == "lens" else "C4",
                            label=s["method"])
         ways = next((s.get("ways") for s in summaries if setting_of(s) == st), None)
