@@ -51,7 +51,7 @@ def token_text_embeddings(clip, words: Sequence[str], template: str = DEFAULT_TE
 
 
 def relevance_topk(clip, images: np.ndarray, text_emb: np.ndarray, k: int, tau: float,
-                   batch_size: int = 256):
+                   batch_size: int = 256, progress: bool = True):
     """Top-K vocabulary rows by CLIP relevance and their softmax(r/tau) target, per image.
 
     images uint8 (N, H, W[, C]); text_emb (V, D) -> (ids int32 (N, K), prob float32 (N, K)).
@@ -59,7 +59,10 @@ def relevance_topk(clip, images: np.ndarray, text_emb: np.ndarray, k: int, tau: 
     k = min(int(k), len(text_emb))
     images = _as_rgb(images)
     all_ids, all_prob = [], []
-    for i in range(0, len(images), batch_size):
+    from tqdm import tqdm
+
+    for i in tqdm(range(0, len(images), batch_size), desc="CLIP relevance", unit="batch",
+                  disable=not progress or len(images) <= batch_size):
         img = np.asarray(clip.encode_image(images[i:i + batch_size]), np.float32)   # (b, D)
         img /= np.linalg.norm(img, axis=1, keepdims=True) + 1e-12
         rel = img @ text_emb.T                                                      # (b, V)
