@@ -69,6 +69,7 @@ class TrainData:
             x, y = x[: d.fmnist_limit], y[: d.fmnist_limit]
         self.fm_images, self.fm_labels = fashion_mnist.to_rgb(x, d.image_size), y  # (60000, S, S, 3)
         prompts = [t.format(c) for c in fashion_mnist.CLASS_NAMES for t in FMNIST_TEMPLATES]
+        self.texts = texts + prompts                                                 # every training text
         self.fm_tokens = tokenizer(prompts, d.context_length).reshape(10, len(FMNIST_TEMPLATES), -1)
         self.scene_loader = pipeline.ArrayLoader({"i": np.arange(len(self.scene_images))}, d.scene_batch,
                                                  seed=cfg.seed)
@@ -135,10 +136,11 @@ def make_train_step(loss_name: str, mean, std, lock_text: bool):
     return step
 
 
-def export(model: CLIP, tokenizer, workdir: str, cfg, notes: dict) -> str:
+def export(model: CLIP, tokenizer, workdir: str, cfg, notes: dict, texts: list[str]) -> str:
     out = os.path.join(workdir, "export")
     loaders.save_own(model, out, tokenizer.spec(), extra={"note": OFFLINE_NOTE, "trained_by": "train.contrastive",
                                                           "train_config": cfg.to_dict(), **notes})
+    loaders.save_known_words(out, texts)
     return out
 
 
@@ -200,7 +202,8 @@ def main(argv=None):
     bar.close()
     ckpt.close()
     train_wall = time.time() - t0
-    out = export(model, tokenizer, args.workdir, cfg, {"train_wall_s_this_run": round(train_wall, 1)})
+    out = export(model, tokenizer, args.workdir, cfg, {"train_wall_s_this_run": round(train_wall, 1)},
+                 data.texts)
     print(f"exported to {out}; training wall time this run {train_wall / 60:.1f} min")
     return out
 

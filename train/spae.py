@@ -45,8 +45,11 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
     if L.relevance != "clip":
         raise ValueError(f"loss.relevance must be clip, labels or random; got {L.relevance!r}")
     cache = os.path.join(workdir, "semantic_targets.npz")
+    words_mode = L.get("relevance_words", "all")
+    if words_mode not in ("all", "known"):
+        raise ValueError(f"loss.relevance_words must be all or known; got {words_mode!r}")
     key = json.dumps([len(images), vocab.llm_ids[:50].tolist(), vocab.size, L.semantic_k, L.semantic_tau,
-                      str(L.clip), cfg.data.to_dict()], sort_keys=True)
+                      str(L.clip), cfg.data.to_dict(), words_mode], sort_keys=True)
     if os.path.exists(cache):
         with np.load(cache) as f:
             if str(f["key"]) == key:
@@ -55,8 +58,17 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
 
     clip = load_clip(L.clip)
     text = semantic.token_text_embeddings(clip, vocab.words, cache_path=os.path.join(workdir, "text_emb.npz"))
-    print(f"computing CLIP relevance of {vocab.size} tokens for {len(images)} images ...", file=sys.stderr)
-    ids, prob = semantic.relevance_topk(clip, images, text, L.semantic_k, L.semantic_tau)
+    rows = np.arange(vocab.size)
+    if words_mode == "known":              # only words the contrastive model's text tower was trained on
+        if clip.known_words is None:
+            raise ValueError("loss.relevance_words='known' needs a contrastive model that lists its training words "
+                             "(words.txt in its directory, written by train.contrastive); use 'all' for CLIP proper")
+        rows = np.array([i for i, w in enumerate(vocab.words) if w.lower() in clip.known_words])
+        if len(rows) == 0:
+            raise ValueError("no codebook word is among the contrastive model's training words")
+    print(f"computing CLIP relevance of {len(rows)} tokens for {len(images)} images ...", file=sys.stderr)
+    ids, prob = semantic.relevance_topk(clip, images, text[rows], L.semantic_k, L.semantic_tau)
+    ids = rows[ids].astype(np.int32)
     np.savez(cache, key=np.asarray(key), ids=ids, prob=prob)
     return ids, prob
 

@@ -49,6 +49,8 @@ class ClipModel:
         self.tokenizer = tokenizer
         self.config: CLIPConfig = model.config
         self.info = dict(info or {})
+        # Words of the texts the model was trained on (our own checkpoints; None for CLIP proper).
+        self.known_words: frozenset[str] | None = self.info.pop("known_words", None)
         self.image_size = self.config.vision.image_size
         self.embed_dim = self.config.embed_dim
         self._mean = np.asarray(self.config.image_mean, np.float32)

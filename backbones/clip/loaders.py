@@ -292,6 +292,27 @@ def save_own(model: CLIP, directory: str, tokenizer_spec: dict, extra: dict | No
         json.dump(meta, f, indent=1)
 
 
+KNOWN_WORDS_FILE = "words.txt"
+
+
+def save_known_words(directory: str, texts) -> None:
+    """words.txt: the lower-case words of every text a model of ours was trained on, one per line.
+
+    A text tower trained on a small corpus (the offline stand-in) embeds other words arbitrarily;
+    users of relevance over a whole vocabulary (SPAE's semantic targets) can restrict it to these."""
+    words = sorted({w for t in texts for w in re.findall(r"[a-z]+", t.lower())})
+    with open(os.path.join(directory, KNOWN_WORDS_FILE), "w") as f:
+        f.write("\n".join(words) + "\n")
+
+
+def read_known_words(directory: str) -> frozenset[str] | None:
+    path = os.path.join(directory, KNOWN_WORDS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return frozenset(w.strip() for w in f if w.strip())
+
+
 def is_own_dir(path: str) -> bool:
     p = os.path.join(path, "config.json")
     if not os.path.exists(p):
@@ -306,4 +327,4 @@ def load_own(directory: str, token_table: np.ndarray | None = None) -> tuple[CLI
     cfg = CLIPConfig.from_dict(meta["config"])
     sd = read_tensors(os.path.join(directory, "model.safetensors"))
     model = build_from_params(cfg, sd, f"checkpoint {directory}", token_table=token_table)
-    return model, {"path": directory, **meta}
+    return model, {"path": directory, "known_words": read_known_words(directory), **meta}

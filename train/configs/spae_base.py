@@ -38,6 +38,7 @@ def base_config() -> Config:
             semantic_negatives=False,    # also push away from the chosen off-list token
             relevance="clip",            # clip | labels (stand-in from class names) | random (tests)
             clip=None,                   # load_clip() argument (None: the repo's default)
+            relevance_words="all",       # all | known (only words the contrastive model was trained on)
         ),
         optim=dict(lr=1e-3, disc_lr=1e-4, warmup=100, b1=0.9, b2=0.99, weight_decay=0.0,
                    clip_norm=1.0, final_lr_frac=0.1),
