@@ -56,3 +56,5 @@ def test_train_resume_export(tmp_path, capsys, loss="siglip"):
     e = clip.encode_image(np.zeros((2, 28, 28), np.uint8))
     assert e.shape == (2, 16)
     assert clip.relevance(np.zeros((1, 32, 32, 3), np.uint8), ["red", "circle"]).shape == (1, 2)
+    # the export lists the words of its training texts (scene captions and class prompts)
+    assert {"circle", "coat", "photo"} <= clip.known_words and "zebra" not in clip.known_words
