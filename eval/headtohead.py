@@ -36,6 +36,11 @@ def plan(args) -> list[tuple[str, list[str]]]:
                    ("lens", ["--method", "lens"])]
         if args.lqae and dataset == "fashion_mnist":
             methods.append(("lqae", ["--method", "lqae", "--tokenizer", args.lqae]))
+        if dataset == "fashion_mnist" and shots == 1:
+            for extra in args.spae_extra:
+                name_, dir_ = extra.split("=", 1)
+                methods.append((name_, ["--method", "spae", "--name", name_, "--layers", str(args.layers),
+                                        "--tokenizer", dir_]))
         if args.spae_nosem and dataset == "fashion_mnist" and shots == 1:
             methods.append(("spae_nosem", ["--method", "spae", "--name", "spae_nosem", "--layers", str(args.layers),
                                            "--tokenizer", args.spae_nosem]))
@@ -104,6 +109,8 @@ def main(argv=None) -> None:
     ap.add_argument("--episodes-multishot", type=int, default=200, help="episodes per 3- and 5-shot setting")
     ap.add_argument("--spae", default=None, help="SPAE checkpoint (default: the shipped Fashion-MNIST one)")
     ap.add_argument("--spae-nosem", default=None, help="SPAE trained without the semantic loss (ablation)")
+    ap.add_argument("--spae-extra", action="append", default=[], metavar="NAME=DIR",
+                    help="another SPAE checkpoint as its own row in the 1-shot Fashion-MNIST settings (repeatable)")
     ap.add_argument("--lqae", default=None, help="single-layer, no-semantic checkpoint (lqae config)")
     ap.add_argument("--scenes-spae", default=None, help="SPAE trained on scenes: adds scenes N-way and VQA")
     ap.add_argument("--layers", type=int, default=2, help="SPAE layers per image in the main table")
@@ -114,6 +121,9 @@ def main(argv=None) -> None:
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = ap.parse_args(argv)
     args.sweep = [int(k) for k in args.sweep.split(",") if k]
+    for extra in args.spae_extra:
+        if "=" not in extra:
+            ap.error(f"--spae-extra takes NAME=DIR, got {extra!r}")
 
     # Main comparisons first, then the layer sweep, then the multi-shot settings: a run cut short
     # by time still has the most important rows.

@@ -14,7 +14,7 @@ import json
 import os
 from collections import defaultdict
 
-METHOD_ORDER = ["spae", "spae_nosem", "lqae", "lens", "lens_captions", "random", "text_only"]
+METHOD_ORDER = ["spae", "spae_labels", "spae_nosem", "lqae", "lens", "lens_captions", "random", "text_only"]
 
 
 def load_summaries(root: str) -> list[dict]:
