@@ -1,9 +1,12 @@
 """The shipped tokenizer (spae/pretrained/fmnist32) on real Fashion-MNIST test images, offline."""
 
+import os
+
 import numpy as np
 import pytest
 
 from eval.spae_eval import psnr_uint8
+from spae.tokenizer import DEFAULT_CHECKPOINT
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +65,16 @@ def test_llm_ids_roundtrip_and_errors(tok, images, llm):
         tok.encode(x.astype(np.float32))
 
 
-def test_top_layer_names_the_class(tok, images):
-    """Shipped model: 64.8% top-layer hit rate on 2000 test images; 64 images must clear 40%."""
+def test_top_layer_names_the_class(tok, images, llm):
+    """Top-layer word names the class (or a synonym), out of a 21k-word codebook (chance ~0.1%).
+
+    Default (CLIP-relevance targets): 30.8% on 2000 test images (25.0% on these 64), must clear 15%.
+    Label stand-in (fmnist32_labels): 64.8% on 2000 (64.1% on these 64), must clear 40%."""
     from eval.spae_eval import hit_rates
+    from spae import load_tokenizer
     from visiondata import fashion_mnist
 
     x, y = images
-    assert hit_rates(tok, tok.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
+    assert hit_rates(tok, tok.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.15
+    labels = load_tokenizer(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "fmnist32_labels"), llm=llm)
+    assert hit_rates(labels, labels.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
