@@ -7,7 +7,7 @@ against a matmul peak measured in the same run on the same device.
 
 Codebooks here are random tables of the real sizes (49,152 x 576 as SmolLM2, 262,144 x 640 as
 Gemma 3): the search cost does not depend on the values. The train step uses the config's model
-with a random codebook of the config's vocabulary size (21,185 x 576 for the word-filtered SmolLM2).
+with a random codebook of the config's vocabulary size (21,163 x 576 for the word-filtered SmolLM2).
 MFU = XLA cost-analysis FLOPs of the compiled step / step time / measured matmul peak.
 Not a test: numbers depend on the machine and its load; the JSON records the device.
 """
@@ -60,7 +60,7 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3) -> dict:
 
     cfg = trainlib.load_config(config, list(overrides))
     if cfg.vocab.source == "llm":      # a random table of the real filtered size: cost is the same
-        size = 21185 if cfg.vocab.llm == "smollm2-135m" else 262144
+        size = 21163 if cfg.vocab.llm == "smollm2-135m" else 262144
         dim = 576 if cfg.vocab.llm == "smollm2-135m" else 640
         cfg.vocab.update(source="random", random_size=size, random_dim=dim)
     cfg.loss.relevance = "random"
