@@ -11,6 +11,7 @@ first as worked examples:
     Image: <image ids>\nQuestion: <q>\nAnswer: <a>\n\n      (per worked example)
     Image: <query ids>\nQuestion: <q>\nAnswer:
 
+LENS text here holds tags, attributes and captions (the LENS VQA setup).
 Closed-form prediction: argmax of `llm.score` over every answer of that question type seen in the
 split (colours, shapes, digits, yes/no, left/right, small/large); open-ended: the greedy answer.
 Accuracy is averaged over questions; the 95% CI comes from `eval.fewshot.mean_ci95`. Writes
@@ -125,7 +126,7 @@ def main(argv=None, llm=None) -> dict:
     scene_set = scenes.generate(args.num_scenes, size=args.size, seed=args.seed, split=args.split)
     llm = llm or load_llm(args.llm)
     coder = NoImage() if args.method == "text_only" else make_coder(args.method, llm, args.layers, args.tokenizer,
-                                                                    args.seed)
+                                                                    args.seed, lens_captions=True)
     items = sample_items(scene_set, args.questions, args.shots, args.seed)
     t = time.perf_counter()
     records, summary = run(llm, coder, scene_set, items, open_ended_eval=not args.no_open_ended)
