@@ -8,6 +8,10 @@ a 16-channel CNN with three downsamplings to an 8x8 latent grid, pyramid strides
 1 + 4 + 16 + 64 = 85 tokens per image. Semantic loss on layers 1-2 with the offline contrastive
 model's relevance (its text tower was trained on scene captions, so colour and shape words score).
 The commitment/negatives settings follow spae_fmnist32 (frozen codebook: z must be held near it).
+Status: does not train yet. This config and two variants (`--set "loss.semantic_layers=(1,)"
+--set loss.semantic=0.2`, and that with `--set optim.lr=1e-3 --set loss.semantic_warmup=200`)
+collapsed on the shared CPU: depth-4 code usage ~120 at step 50, 3-13 by step 150, PSNR flat
+near 17 dB; so did `--set loss.semantic=0.0`, so the semantic loss is not the cause.
 """
 
 from train.configs.spae_base import base_config
