@@ -11,7 +11,8 @@ The commitment/negatives settings follow spae_fmnist32 (frozen codebook: z must 
 Status: does not train yet. This config and two variants (`--set "loss.semantic_layers=(1,)"
 --set loss.semantic=0.2`, and that with `--set optim.lr=1e-3 --set loss.semantic_warmup=200`)
 collapsed on the shared CPU: depth-4 code usage ~120 at step 50, 3-13 by step 150, PSNR flat
-near 17 dB; so did `--set loss.semantic=0.0`, so the semantic loss is not the cause.
+near 17 dB; so did `--set loss.semantic=0.0`, so the semantic loss is not the cause, and so did
+a weaker commitment (`--set loss.commit=5.0` with the layer-1 semantic loss at 0.2).
 """
 
 from train.configs.spae_base import base_config
