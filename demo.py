@@ -97,7 +97,8 @@ def main(argv=None) -> None:
         e.class_names = [fashion_mnist.CLASS_NAMES[c] for c in e.classes]
     spae = fewshot.SpaeCoder(tok, layers=2)
     coders = [spae, fewshot.RandomCoder(np.asarray(tok.vocab.llm_ids), spae.length, seed=0),
-              fewshot.TextCoder(lambda ims: [Lens.text(o) for o in lens.describe_images(ims)], llm)]
+              # tags and attributes, as eval.fewshot's lens method (captions are for VQA)
+              fewshot.TextCoder(lambda ims: [Lens.text({**o, "captions": []}) for o in lens.describe_images(ims)], llm)]
     rows = []
     for coder in coders:
         _, s = fewshot.run(llm, coder, eps, x_test, open_ended_eval=False, progress=False)
