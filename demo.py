@@ -50,6 +50,7 @@ def main(argv=None) -> None:
     print(f"Fashion-MNIST zero-shot accuracy on 1,000 test images: {100 * acc:.1f}%   ({time.perf_counter() - t:.1f}s)")
 
     t = step("3. SPAE: images -> pyramids of LLM words -> images")
+    from eval.spae_eval import psnr_uint8
     from eval.spae_pictures import depth_grid
     from PIL import Image
     from spae import load_tokenizer
@@ -60,12 +61,8 @@ def main(argv=None) -> None:
     for i, layers in enumerate(tok.to_text(pyr)):
         name = fashion_mnist.CLASS_NAMES[y_test[i]]
         print(f"  {name:>12}: layer 1 {layers[0]}  layer 2 {layers[1]}")
-    psnr = []
     pyr = tok.encode(x_test[:500])
-    for k in range(1, tok.num_layers + 1):
-        rec = tok.decode(pyr, layers=k).astype(np.float64)
-        mse = ((rec - x_test[:500].astype(np.float64)) ** 2).mean(axis=(1, 2))
-        psnr.append(float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10)))))
+    psnr = [float(psnr_uint8(tok.decode(pyr, layers=k), x_test[:500]).mean()) for k in range(1, tok.num_layers + 1)]
     print("  PSNR by pyramid depth (500 test images): " + ", ".join(f"{k + 1}: {p:.1f} dB" for k, p in enumerate(psnr)))
     Image.fromarray(depth_grid(tok, x_test[:6])).save(os.path.join(OUT, "spae_depth_grid.png"))
     print(f"  reconstructions by depth -> {OUT}/spae_depth_grid.png   ({time.perf_counter() - t:.1f}s)")

@@ -57,7 +57,6 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
     from backbones import load_clip
 
     clip = load_clip(L.clip)
-    text = semantic.token_text_embeddings(clip, vocab.words, cache_path=os.path.join(workdir, "text_emb.npz"))
     rows = np.arange(vocab.size)
     if words_mode == "known":              # only words the contrastive model's text tower was trained on
         if clip.known_words is None:
@@ -66,8 +65,10 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
         rows = np.array([i for i, w in enumerate(vocab.words) if w.lower() in clip.known_words])
         if len(rows) == 0:
             raise ValueError("no codebook word is among the contrastive model's training words")
+    text = semantic.token_text_embeddings(clip, [vocab.words[i] for i in rows],
+                                          cache_path=os.path.join(workdir, "text_emb.npz"))
     print(f"computing CLIP relevance of {len(rows)} tokens for {len(images)} images ...", file=sys.stderr)
-    ids, prob = semantic.relevance_topk(clip, images, text[rows], L.semantic_k, L.semantic_tau)
+    ids, prob = semantic.relevance_topk(clip, images, text, L.semantic_k, L.semantic_tau)
     ids = rows[ids].astype(np.int32)
     np.savez(cache, key=np.asarray(key), ids=ids, prob=prob)
     return ids, prob

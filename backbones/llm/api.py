@@ -45,6 +45,11 @@ def _bucket(n: int, step: int = 32) -> int:
     return max(step, -(-n // step) * step)
 
 
+def _repeat_rows(cache: KVCache, n: int) -> KVCache:
+    """Each batch row of a cache repeated n times in place (row order r0 x n, r1 x n, ...)."""
+    return jax.tree.map(lambda x, axis: jnp.repeat(x, n, axis=axis), cache, KVCache(1, 1, 0))
+
+
 def named_model_path(name: str) -> Path:
     if name not in NAMED_MODELS:
         raise ValueError(f"unknown model name {name!r}; named models: {sorted(NAMED_MODELS)}, "
@@ -234,8 +239,7 @@ class FrozenLLM:
     def _extend_queries(self, state, tokens, positions, valid, cache, slot, last):
         """(Q, T) queries on a 1-row cache -> ((Q, V) next-token log-probs at `last`, Q-row cache)."""
         model = nnx.merge(self._graphdef, state)
-        q = tokens.shape[0]
-        cache = jax.tree.map(lambda x, ax: jnp.repeat(x, q, axis=ax), cache, KVCache(1, 1, 0))
+        cache = _repeat_rows(cache, tokens.shape[0])
         h, cache = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
         h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)                    # (Q, 1, D)
         logits = output_logits(h_last, model.embed, model.head)[:, 0]
@@ -245,7 +249,7 @@ class FrozenLLM:
     def _extend_logp(self, state, tokens, positions, valid, targets, cache, slot, n):
         """(Q*N, T) continuations, each query's cache row repeated n times; log p(targets) (Q*N, T)."""
         model = nnx.merge(self._graphdef, state)
-        cache = jax.tree.map(lambda x, ax: jnp.repeat(x, n, axis=ax), cache, KVCache(1, 1, 0))
+        cache = _repeat_rows(cache, n)
         h, _ = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
         logp = jax.nn.log_softmax(output_logits(h, model.embed, model.head), axis=-1)   # (Q*N, T, V)
         return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
