@@ -2,7 +2,7 @@
 
     python -m eval.headtohead --out runs/h2h --episodes 200 \
         --spae spae/pretrained/fmnist32 --spae-nosem runs/spae_fmnist32_nosem/export \
-        --lqae runs/lqae_fmnist32/export [--scenes-spae DIR] [--layers 2] [--sweep 1,2,3,4]
+        --lqae runs/lqae_fmnist32/export [--scenes-spae DIR] [--scenes-lqae DIR] [--layers 2] [--sweep 1,2,3,4]
 
 Episodes are sampled once per setting (seed 0) into OUT/episodes/*.csv and every method reads the
 same file. Each run is `python -m eval.fewshot ...` (its exact command is stored in its
@@ -34,8 +34,9 @@ def plan(args) -> list[tuple[str, list[str]]]:
         methods = [("spae", ["--method", "spae", "--layers", str(args.layers)] + _tok(spae_dir)),
                    ("random", ["--method", "random", "--layers", str(args.layers)] + _tok(spae_dir)),
                    ("lens", ["--method", "lens"])]
-        if args.lqae and dataset == "fashion_mnist":
-            methods.append(("lqae", ["--method", "lqae", "--tokenizer", args.lqae]))
+        lqae_dir = args.scenes_lqae if dataset == "scenes" else args.lqae
+        if lqae_dir:
+            methods.append(("lqae", ["--method", "lqae", "--tokenizer", lqae_dir]))
         if dataset == "fashion_mnist" and shots == 1:
             for extra in args.spae_extra:
                 name_, dir_ = extra.split("=", 1)
@@ -113,6 +114,7 @@ def main(argv=None) -> None:
                     help="another SPAE checkpoint as its own row in the 1-shot Fashion-MNIST settings (repeatable)")
     ap.add_argument("--lqae", default=None, help="single-layer, no-semantic checkpoint (lqae config)")
     ap.add_argument("--scenes-spae", default=None, help="SPAE trained on scenes: adds scenes N-way and VQA")
+    ap.add_argument("--scenes-lqae", default=None, help="single-layer, no-semantic checkpoint trained on scenes")
     ap.add_argument("--layers", type=int, default=2, help="SPAE layers per image in the main table")
     ap.add_argument("--sweep", default="1,2,3,4", help="layer counts for the plot (Fashion-MNIST 2-way 1-shot)")
     ap.add_argument("--vqa-questions", type=int, default=200)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spae.codebook import FrozenCodebook
+from spae.codebook import FrozenCodebook, normalize_codebook
 from spae.quantizer import DEFAULT_CHUNK, embed_pyramid, layer_shapes, saq_quantize_aux
 
 __all__ = ["ModelConfig", "ResBlock", "Encoder", "Decoder", "SPAE"]
@@ -32,6 +32,7 @@ class ModelConfig:
     strides: tuple = (8, 4, 2, 1)        # pyramid layer strides on the latent grid
     chunk_size: int = DEFAULT_CHUNK      # vocabulary chunk of the nearest-neighbour search
     dtype: str = "float32"               # compute dtype of the convolutions (bfloat16 on accelerators)
+    codebook_norm: str = "none"          # none | sphere | center_sphere: geometry of the search (codebook.py)
 
     @property
     def factor(self) -> int:
@@ -142,7 +143,8 @@ class SPAE(nnx.Module):
         layer_shapes(cfg.grid, cfg.grid, cfg.strides)  # validates the strides
         self.cfg = cfg
         d = codebook.shape[1]
-        self.codebook = FrozenCodebook(codebook)   # (V, d), never a Param
+        # (V, d), never a Param; rows stay in vocabulary order, so ids still map to LLM ids.
+        self.codebook = FrozenCodebook(normalize_codebook(codebook, cfg.codebook_norm))
         self.encoder = Encoder(cfg, d, rngs=rngs)
         self.decoder = Decoder(cfg, d, rngs=rngs)
 

@@ -116,10 +116,14 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     w_sem = schedule_weight(step, L.semantic, L.get("semantic_schedule", "constant"),
                             L.get("semantic_warmup", 0), cfg.train.steps)
     w_gan = jnp.where(step >= L.get("gan_start", 0), L.gan, 0.0)
+    ramp = int(L.get("quantize_ramp", 0))
 
     def g_loss_fn(model, disc, percept):
         z = model.encode(x)                                        # (B, h, w, d)
         ids, zhat, aux = model.quantize(z)
+        if ramp > 0:   # decoder input slides from the continuous z to the quantized zhat
+            r = jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
+            zhat = [zh + (1.0 - r) * (z - zh) for zh in zhat]
         ys = model.decode(jnp.concatenate([zhat[k - 1] for k in layers], 0))
         ys = ys.reshape((len(layers), b) + ys.shape[1:])           # (P, B, H, W, C)
         terms, out = {}, {}
@@ -131,7 +135,13 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
             out[f"psnr_{k}"] = psnr(ys[p], x)
         full = ys[layers.index(n_layers)]
         terms["recon"] = recon
-        terms["commit"] = L.commit * jnp.mean(aux["commit"])
+        # "all": every running average zhat_l pulls z (zhat_1 is one token for the whole image);
+        # "last": only the full pyramid's zhat_L does.
+        commit_layers = L.get("commit_layers", "all")
+        if commit_layers not in ("all", "last"):
+            raise ValueError(f"loss.commit_layers must be 'all' or 'last'; got {commit_layers!r}")
+        commit = aux["commit"][-1] if commit_layers == "last" else jnp.mean(aux["commit"])
+        terms["commit"] = L.commit * commit
         if percept is not None:
             terms["perceptual"] = L.perceptual * perceptual_loss(percept, full, x)
         if disc is not None:

@@ -109,3 +109,31 @@ def test_codebook_bit_identical_after_steps(vocab, real_cfg):
     np.testing.assert_array_equal(np.asarray(state.model.codebook[...]), vocab.embeddings)
     after_enc = [np.asarray(a) for a in jax.tree.leaves(nnx.state(state.model.encoder, nnx.Param))]
     assert any(not np.array_equal(a, b) for a, b in zip(before_enc, after_enc))   # the encoder trained
+
+
+def test_sphere_codebooks_search_by_cosine_and_spread_the_nearest_words(vocab):
+    """center_sphere: every row on one sphere, L2 nearest == cosine nearest of the centred rows
+    (NumPy, float64), and on probes drawn like the embeddings more distinct words are nearest."""
+    from spae.codebook import normalize_codebook
+    from spae.quantizer import saq_quantize
+
+    e = vocab.embeddings.astype(np.float64)
+    np.testing.assert_array_equal(np.asarray(normalize_codebook(vocab.embeddings, "none")), vocab.embeddings)
+    sph = np.asarray(normalize_codebook(vocab.embeddings, "center_sphere"), np.float64)
+    centred = e - e.mean(0)
+    radius = np.linalg.norm(centred, axis=1).mean()
+    np.testing.assert_allclose(np.linalg.norm(sph, axis=1), radius, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(normalize_codebook(vocab.embeddings, "sphere")), axis=1),
+                               np.linalg.norm(e, axis=1).mean(), rtol=1e-5)
+
+    rng = np.random.default_rng(0)
+    probes = e.mean(0) + rng.normal(size=(1, 40, 40, e.shape[1])) * e.std(0)    # (1, 40, 40, d)
+    ids_raw = np.asarray(saq_quantize(jnp.asarray(probes, jnp.float32), jnp.asarray(vocab.embeddings), [1])[0][0])
+    centred_probes = probes - e.mean(0)
+    ids_sph = np.asarray(saq_quantize(jnp.asarray(centred_probes, jnp.float32), jnp.asarray(sph, jnp.float32), [1])[0][0])
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    cosine = (centred_probes.reshape(-1, e.shape[1]) @ unit.T).argmax(1)
+    assert (ids_sph.reshape(-1) == cosine).mean() > 0.99          # float32 ties aside
+    assert len(np.unique(ids_sph)) > 2 * len(np.unique(ids_raw))
+    with pytest.raises(ValueError, match="codebook_norm"):
+        normalize_codebook(vocab.embeddings, "cosine")
