@@ -145,3 +145,31 @@ def test_full_size_config_by_eval_shape():
     assert n_params > 10_000_000
     cb = [x for x in jax.tree.leaves(frozen) if x.shape == (262144, 640)]
     assert len(cb) == 1                                               # codebook: frozen, held once
+
+
+def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
+    """At step 0 of a quantize ramp the decoder sees the continuous z; commit_layers="last"
+    charges only the full pyramid's commitment. Both checked against a direct computation."""
+    from spae.losses import psnr
+
+    cfg = resolve_config(trainlib.load_config(TINY))
+    cfg.loss.update(quantize_ramp=10, commit_layers="last")
+    vocab = spae_train.build_vocab(cfg)
+    arrays = spae_train.build_arrays(cfg, vocab, str(tmp_path))
+    batch = {k: v[:8] for k, v in arrays.items()}
+    ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0))
+    x = batch["image"].astype(np.float32) / 127.5 - 1.0
+    z = ts.model.encode(x)
+    ids, zhat, aux = ts.model.quantize(z)
+    want_psnr = float(psnr(ts.model.decode(z), x))             # continuous input at step 0
+    quantized_psnr = float(psnr(ts.model.decode(zhat[-1]), x))
+    want_commit = cfg.loss.commit * float(aux["commit"][-1])
+    mesh = trainlib.make_mesh(1)
+    m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
+    n = len(cfg.model.strides)
+    np.testing.assert_allclose(m[f"psnr_{n}"], want_psnr, rtol=1e-4)
+    assert abs(want_psnr - quantized_psnr) > 1e-3                # the check can tell the two apart
+    np.testing.assert_allclose(m["commit"], want_commit, rtol=1e-4)
+    cfg.loss.commit_layers = "first"
+    with pytest.raises(ValueError, match="commit_layers"):
+        StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)(trainlib.shard_batch(batch, mesh))
