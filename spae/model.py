@@ -19,7 +19,7 @@ from flax import nnx
 from spae.codebook import FrozenCodebook, normalize_codebook
 from spae.quantizer import DEFAULT_CHUNK, embed_pyramid, layer_shapes, saq_quantize_aux
 
-__all__ = ["ModelConfig", "ResBlock", "Encoder", "Decoder", "SPAE"]
+__all__ = ["ModelConfig", "ResBlock", "CodeProjection", "Encoder", "Decoder", "SPAE"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ModelConfig:
     chunk_size: int = DEFAULT_CHUNK      # vocabulary chunk of the nearest-neighbour search
     dtype: str = "float32"               # compute dtype of the convolutions (bfloat16 on accelerators)
     codebook_norm: str = "none"          # none | sphere | center_sphere: geometry of the search (codebook.py)
+    code_dim: int = 0                    # 0: SAQ in the LLM embedding space; > 0: in a learned projection
 
     @property
     def factor(self) -> int:
@@ -74,10 +75,39 @@ class ResBlock(nnx.Module):
         return (x if self.skip is None else self.skip(x)) + h
 
 
-class Encoder(nnx.Module):
-    """(B, H, W, C) -> (B, H/f, W/f, d)."""
+class CodeProjection(nnx.Module):
+    """A learned linear map of the frozen codebook (V, d) -> (V, k): the table SAQ searches in.
 
-    def __init__(self, cfg: ModelConfig, d: int, *, rngs: nnx.Rngs):
+    The LLM's embedding rows stay frozen and every row is still one LLM token; only the space
+    the search runs in is learned (the trainable projector of VQGAN-LC and V2L over a frozen
+    table), so all codes move together and usage does not collapse onto a few rows, as it did
+    on scenes with the raw table. Initialised to the top-k principal directions of the centred
+    table, scaled so the projected rows keep the centred table's mean squared norm.
+    """
+
+    def __init__(self, codebook: jax.Array, k: int, *, rngs: nnx.Rngs):
+        v, d = codebook.shape
+        if not 0 < k <= d:
+            raise ValueError(f"code_dim must be in 1..{d} (the embedding width); got {k}")
+        mean = codebook.mean(axis=0)
+        centred = codebook - mean
+        cov = centred.T @ centred / v                              # (d, d)
+        evals, evecs = jnp.linalg.eigh(cov)                        # ascending
+        top = evecs[:, ::-1][:, :k]                                # (d, k)
+        scale = jnp.sqrt(jnp.sum(evals) / jnp.maximum(jnp.sum(evals[::-1][:k]), 1e-12))
+        self.linear = nnx.Linear(d, k, rngs=rngs)
+        self.linear.kernel.value = (top * scale).astype(jnp.float32)
+        self.linear.bias.value = (-(mean @ top) * scale).astype(jnp.float32)
+
+    def __call__(self, codebook):  # (V, d) -> (V, k)
+        return self.linear(codebook)
+
+
+class Encoder(nnx.Module):
+    """(B, H, W, C) -> (B, H/f, W/f, d); with `codebook` given, also owns the learned map of
+    the codebook into the latent space (so the generator EMA and export carry it)."""
+
+    def __init__(self, cfg: ModelConfig, d: int, *, rngs: nnx.Rngs, codebook=None):
         dtype = jnp.dtype(cfg.dtype)
         widths = [cfg.ch * m for m in cfg.ch_mult]
         self.conv_in = nnx.Conv(cfg.channels, widths[0], (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
@@ -91,7 +121,8 @@ class Encoder(nnx.Module):
         blocks.append(ResBlock(cin, cin, dtype=dtype, rngs=rngs))
         self.blocks = nnx.List(blocks)
         self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
-        self.proj = nnx.Conv(cin, d, (1, 1), rngs=rngs)   # to the LLM embedding width, in float32
+        self.proj = nnx.Conv(cin, d, (1, 1), rngs=rngs)   # to the latent width, in float32
+        self.code_proj = nnx.data(None if codebook is None else CodeProjection(codebook, d, rngs=rngs))
 
     def __call__(self, x):
         h = self.conv_in(x)
@@ -142,10 +173,11 @@ class SPAE(nnx.Module):
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of the downsampling {cfg.factor}")
         layer_shapes(cfg.grid, cfg.grid, cfg.strides)  # validates the strides
         self.cfg = cfg
-        d = codebook.shape[1]
+        table = normalize_codebook(codebook, cfg.codebook_norm)
         # (V, d), never a Param; rows stay in vocabulary order, so ids still map to LLM ids.
-        self.codebook = FrozenCodebook(normalize_codebook(codebook, cfg.codebook_norm))
-        self.encoder = Encoder(cfg, d, rngs=rngs)
+        self.codebook = FrozenCodebook(table)
+        d = cfg.code_dim or codebook.shape[1]                       # latent width
+        self.encoder = Encoder(cfg, d, rngs=rngs, codebook=table if cfg.code_dim else None)
         self.decoder = Decoder(cfg, d, rngs=rngs)
 
     @property
@@ -155,15 +187,20 @@ class SPAE(nnx.Module):
     def encode(self, x):  # (B, H, W, C) in [-1, 1] -> (B, h, w, d)
         return self.encoder(x)
 
+    def codes(self) -> jax.Array:
+        """The (V, d_latent) table SAQ searches in: the frozen codebook, or its learned projection."""
+        table = self.codebook[...]
+        return table if self.encoder.code_proj is None else self.encoder.code_proj(table)
+
     def quantize(self, z):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
-        return saq_quantize_aux(z, self.codebook[...], self.cfg.strides, chunk_size=self.cfg.chunk_size)
+        return saq_quantize_aux(z, self.codes(), self.cfg.strides, chunk_size=self.cfg.chunk_size)
 
     def decode(self, zhat):  # (B, h, w, d) -> (B, H, W, C)
         return self.decoder(zhat)
 
     def embed(self, ids: Sequence[jax.Array], layers: int | None = None):
         """Running average (B, h, w, d) of the first `layers` layers of a pyramid of codebook rows."""
-        return embed_pyramid(ids, self.codebook[...], self.cfg.strides, layers)
+        return embed_pyramid(ids, self.codes(), self.cfg.strides, layers)
 
     def decode_ids(self, ids: Sequence[jax.Array], layers: int | None = None):
         return self.decode(self.embed(ids, layers))

@@ -139,6 +139,9 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         "targets":    list of (B, h_l, w_l, d), the vector layer l matched (l*z - (l-1)*zhat_{l-1}),
                       differentiable in z (used by the semantic loss)
         "commit":     (L,) per-layer commitment loss mean ||z - sg(zhat_l)||^2 (per element)
+        "codebook":   (L,) per-layer codebook loss mean ||sg(z) - zhat_l||^2: its gradient reaches
+                      the codebook argument only (zero for the frozen table, which is not a Param;
+                      it trains a learned projection of it)
         "usage":      (L,) number of distinct codes used by each layer in this batch
     """
     if z.ndim != 4:
@@ -147,16 +150,16 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         raise ValueError(f"codebook must be (V, d={z.shape[-1]}); got {codebook.shape}")
     b, h, w, d = z.shape
     check_strides(h, w, strides)
-    codebook = jax.lax.stop_gradient(codebook)
+    search = jax.lax.stop_gradient(codebook)
     v = codebook.shape[0]
 
-    ids, zhats, targets, commits, usages = [], [], [], [], []
+    ids, zhats, targets, commits, code_losses, usages = [], [], [], [], [], []
     zhat_prev = jnp.zeros_like(z)                      # (B, h, w, d)
     for l, s in enumerate(strides, start=1):
         s = int(s)
         target = l * subsample(z, s) - (l - 1) * subsample(jax.lax.stop_gradient(zhat_prev), s)
         hl, wl = target.shape[1:3]
-        k = nearest_code(target.reshape(-1, d), codebook, chunk_size, precision)
+        k = nearest_code(jax.lax.stop_gradient(target).reshape(-1, d), search, chunk_size, precision)
         k = k.reshape(b, hl, wl)                        # (B, h_l, w_l)
         e = jnp.take(codebook, k, axis=0).astype(z.dtype)  # (B, h_l, w_l, d)
         zhat_l = ((l - 1) * zhat_prev + upsample(e, s)) / l
@@ -164,9 +167,11 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         targets.append(target)
         zhats.append(_straight_through(z, zhat_l))
         commits.append(jnp.mean(jnp.square(z - jax.lax.stop_gradient(zhat_l))))
+        code_losses.append(jnp.mean(jnp.square(jax.lax.stop_gradient(z) - zhat_l)))
         usages.append(jnp.sum(jnp.zeros((v,), jnp.int32).at[k.reshape(-1)].set(1)))
         zhat_prev = zhat_l
-    aux = {"targets": targets, "commit": jnp.stack(commits), "usage": jnp.stack(usages)}
+    aux = {"targets": targets, "commit": jnp.stack(commits), "codebook": jnp.stack(code_losses),
+           "usage": jnp.stack(usages)}
     return ids, zhats, aux
 
 

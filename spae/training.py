@@ -140,14 +140,16 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         commit_layers = L.get("commit_layers", "all")
         if commit_layers not in ("all", "last"):
             raise ValueError(f"loss.commit_layers must be 'all' or 'last'; got {commit_layers!r}")
-        commit = aux["commit"][-1] if commit_layers == "last" else jnp.mean(aux["commit"])
-        terms["commit"] = L.commit * commit
+        pick = (lambda a: a[-1]) if commit_layers == "last" else jnp.mean
+        terms["commit"] = L.commit * pick(aux["commit"])
+        if model.encoder.code_proj is not None:        # moves the learned projection of the table
+            terms["codebook"] = L.get("codebook", 1.0) * pick(aux["codebook"])
         if percept is not None:
             terms["perceptual"] = L.perceptual * perceptual_loss(percept, full, x)
         if disc is not None:
             terms["gan_g"] = w_gan * gan_generator_loss(disc(full))
         if L.semantic > 0:
-            cb = model.codebook[...]
+            cb = model.codes()                                             # (V, d_latent)
             emb = jnp.take(cb, batch["sem_ids"], axis=0)                   # (B, K, d)
             sem = 0.0
             for l in L.semantic_layers:

@@ -137,3 +137,42 @@ def test_sphere_codebooks_search_by_cosine_and_spread_the_nearest_words(vocab):
     assert len(np.unique(ids_sph)) > 2 * len(np.unique(ids_raw))
     with pytest.raises(ValueError, match="codebook_norm"):
         normalize_codebook(vocab.embeddings, "cosine")
+
+
+def test_code_projection_starts_as_scaled_pca_and_trains_while_the_table_stays_frozen():
+    """code_dim > 0: the search table is a learned map of the frozen rows, initialised to their
+    top principal coordinates (checked against NumPy's SVD, up to each axis's sign) with the
+    centred table's mean squared norm; gradients reach it and never the table."""
+    from spae.model import SPAE, ModelConfig
+
+    rng = np.random.default_rng(0)
+    table = (rng.normal(size=(300, 24)) * np.linspace(3, 0.1, 24) + 2.0).astype(np.float32)   # anisotropic
+    model = SPAE(table, ModelConfig(image_size=16, channels=1, ch=8, strides=(4, 2, 1), code_dim=6),
+                 rngs=nnx.Rngs(0))
+    codes = np.asarray(model.codes(), np.float64)                                   # (300, 6)
+    centred = table.astype(np.float64) - table.mean(0)
+    u, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    pca = centred @ vt[:6].T
+    scale = np.sqrt((sv ** 2).sum() / (sv[:6] ** 2).sum())
+    for j in range(6):
+        sign = np.sign(codes[:, j] @ pca[:, j])
+        np.testing.assert_allclose(codes[:, j], sign * scale * pca[:, j], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose((codes ** 2).sum(1).mean(), (centred ** 2).sum(1).mean(), rtol=1e-3)
+
+    x = jnp.asarray(rng.uniform(-1, 1, size=(2, 16, 16, 1)), jnp.float32)
+
+    def loss(m, codebook_weight):
+        y, ids, zhat, aux = m(x)
+        return jnp.mean((y - x) ** 2) + jnp.mean(aux["commit"]) + codebook_weight * jnp.mean(aux["codebook"])
+
+    def proj_grad(weight):
+        grads = nnx.grad(loss)(model, weight)
+        assert "codebook" not in grads
+        return np.asarray(grads["encoder"]["code_proj"]["linear"]["kernel"][...])
+
+    np.testing.assert_array_equal(proj_grad(0.0), 0.0)     # straight-through: recon/commit never move it
+    g = proj_grad(1.0)                                       # the codebook loss does
+    assert np.isfinite(g).all() and np.abs(g).sum() > 0
+    np.testing.assert_array_equal(np.asarray(model.codebook[...]), table)
+    with pytest.raises(ValueError, match="code_dim"):
+        SPAE(table, ModelConfig(image_size=16, channels=1, ch=8, strides=(4, 2, 1), code_dim=99), rngs=nnx.Rngs(0))

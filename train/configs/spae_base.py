@@ -24,13 +24,15 @@ def base_config() -> Config:
             random_size=512, random_dim=32,
         ),
         model=dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, strides=(8, 4, 2, 1, 1),
-                   chunk_size=8192, dtype="float32", codebook_norm="none"),
+                   chunk_size=8192, dtype="float32", codebook_norm="none",
+                   code_dim=0),                # > 0: SAQ in a learned projection of the frozen table
         loss=dict(
             l2=1.0, l1=0.0,
             decode_layers=None,          # pyramid prefixes decoded in training (None: all)
             prefix_weight=0.5,           # weight of truncated-pyramid reconstructions
             quantize_ramp=0,             # steps over which the decoder input goes from z to zhat (0: off)
             commit=0.25,
+            codebook=1.0,                # codebook loss, only with model.code_dim > 0 (trains the projection)
             commit_layers="all",         # all: mean over every zhat_l | last: the full pyramid only
             perceptual=0.0,              # fixed random-CNN features (stand-in for LPIPS)
             gan=0.0, gan_start=0, disc_ch=32, lecam=0.0, lecam_decay=0.99,
