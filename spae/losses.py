@@ -20,12 +20,28 @@ __all__ = [
 # ----------------------------------------------------------------------------- reconstruction
 
 
-def l2_loss(x, y):
-    return jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)))
+def l2_loss(x, y, weight=None):
+    """Mean squared error; `weight` (broadcasting to x, e.g. (B, H, W, 1)) weights each pixel."""
+    e = jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32))
+    return jnp.mean(e) if weight is None else jnp.mean(e * weight)
 
 
-def l1_loss(x, y):
-    return jnp.mean(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32)))
+def l1_loss(x, y, weight=None):
+    e = jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))
+    return jnp.mean(e) if weight is None else jnp.mean(e * weight)
+
+
+def foreground_weight(x, alpha: float):
+    """(B, H, W, 1) pixel weights 1 + alpha * [pixel differs from its image's background].
+
+    x: (B, H, W, C) in [-1, 1]. The background colour is each image's per-channel median; a
+    pixel is foreground when any channel is more than 0.1 (5% of the range) from it. Small
+    objects on a plain background carry little of a plain pixel loss, and a model can settle
+    on drawing the background only; this weight puts them back in the loss.
+    """
+    bg = jnp.median(x.reshape(x.shape[0], -1, x.shape[-1]), axis=1)[:, None, None, :]   # (B, 1, 1, C)
+    fg = jnp.any(jnp.abs(x - bg) > 0.1, axis=-1, keepdims=True)
+    return 1.0 + alpha * fg.astype(jnp.float32)
 
 
 def psnr(x, y):

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from spae.codebook import FrozenCodebook
-from spae.losses import (Discriminator, FixedFeatures, gan_discriminator_loss, gan_generator_loss,
+from spae.losses import (Discriminator, FixedFeatures, foreground_weight, gan_discriminator_loss, gan_generator_loss,
                          l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
                          semantic_loss)
 from spae.model import SPAE, ModelConfig
@@ -117,6 +117,8 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
                             L.get("semantic_warmup", 0), cfg.train.steps)
     w_gan = jnp.where(step >= L.get("gan_start", 0), L.gan, 0.0)
     ramp = int(L.get("quantize_ramp", 0))
+    fg = float(L.get("foreground", 0.0))
+    pix_w = foreground_weight(x, fg) if fg > 0 else None         # (B, H, W, 1) or None
 
     def g_loss_fn(model, disc, percept):
         z = model.encode(x)                                        # (B, h, w, d)
@@ -130,7 +132,7 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         recon = 0.0
         for p, k in enumerate(layers):
             wk = 1.0 if k == n_layers else L.prefix_weight
-            rk = L.l2 * l2_loss(ys[p], x) + L.l1 * l1_loss(ys[p], x)
+            rk = L.l2 * l2_loss(ys[p], x, pix_w) + L.l1 * l1_loss(ys[p], x, pix_w)
             recon = recon + wk * rk
             out[f"psnr_{k}"] = psnr(ys[p], x)
         full = ys[layers.index(n_layers)]

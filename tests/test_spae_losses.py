@@ -84,3 +84,21 @@ def test_semantic_loss_negative_slot():
     masked = losses.semantic_loss(t, e[:, :2], q, 1.0, neg, np.array([[[False]]]))
     assert float(with_neg) > float(base) + 1.0                       # the off-list winner is penalised
     np.testing.assert_allclose(float(masked), float(base), rtol=1e-6)
+
+
+def test_foreground_weight_marks_the_object_and_weights_the_loss():
+    """A red square on a grey background: weight 1 + alpha on the square, 1 elsewhere; the
+    weighted L2 equals the hand-computed weighted mean."""
+    from spae.losses import foreground_weight, l2_loss
+
+    x = np.full((2, 8, 8, 3), -0.2, np.float32)
+    x[0, 2:5, 3:6] = [1.0, -1.0, -1.0]                   # 9 object pixels
+    x[1, 0, 0] = [-0.15, -0.2, -0.2]                      # within the 0.1 tolerance: background
+    w = np.asarray(foreground_weight(jnp.asarray(x), 4.0))
+    want = np.ones((2, 8, 8, 1), np.float32)
+    want[0, 2:5, 3:6] = 5.0
+    np.testing.assert_array_equal(w, want)
+    y = np.zeros_like(x)
+    manual = np.mean(((x - y) ** 2) * want)
+    np.testing.assert_allclose(float(l2_loss(jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))), manual, rtol=1e-5)
+    np.testing.assert_allclose(float(l2_loss(jnp.asarray(x), jnp.asarray(y))), np.mean((x - y) ** 2), rtol=1e-6)

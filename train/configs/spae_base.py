@@ -28,6 +28,7 @@ def base_config() -> Config:
                    code_dim=0),                # > 0: SAQ in a learned projection of the frozen table
         loss=dict(
             l2=1.0, l1=0.0,
+            foreground=0.0,              # extra pixel-loss weight on pixels off the image's median colour
             decode_layers=None,          # pyramid prefixes decoded in training (None: all)
             prefix_weight=0.5,           # weight of truncated-pyramid reconstructions
             quantize_ramp=0,             # steps over which the decoder input goes from z to zhat (0: off)
