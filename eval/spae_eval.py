@@ -44,7 +44,8 @@ def hit_rates(tok, pyr, labels, class_names) -> dict:
     return {"top_layer": float(hit1), "layers_1_2": float(hit2)}
 
 
-def load_test_set(data_name: str, num: int):
+def load_test_set(data_name: str, num: int, size: int = 64):
+    """Test images; scenes are rendered at `size` (the model's resolution)."""
     if data_name == "fashion_mnist":
         from visiondata import fashion_mnist
 
@@ -53,7 +54,7 @@ def load_test_set(data_name: str, num: int):
     if data_name == "scenes":
         from visiondata import scenes
 
-        s = scenes.generate(num, size=64, seed=1, split="test")
+        s = scenes.generate(num, size=size, seed=1, split="test")
         return s.images, s.labels, list(s.class_names)
     raise ValueError(f"no test set for data {data_name!r}")
 
@@ -110,7 +111,7 @@ def main(argv=None):
     with open(os.path.join(ckpt, "config.json")) as f:
         meta = json.load(f)
     ckpt = os.path.relpath(ckpt)
-    images, labels, class_names = load_test_set(meta["data"]["name"], args.num)
+    images, labels, class_names = load_test_set(meta["data"]["name"], args.num, meta["data"]["image_size"])
     res = evaluate(tok, images, labels, class_names)
     res["checkpoint"] = ckpt
     md = to_markdown(res, f"SPAE {meta['data']['name']} {meta['data']['image_size']} px ({ckpt})")

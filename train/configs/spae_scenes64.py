@@ -13,6 +13,13 @@ Status: does not train yet. This config and two variants (`--set "loss.semantic_
 collapsed on the shared CPU: depth-4 code usage ~120 at step 50, 3-13 by step 150, PSNR flat
 near 17 dB; so did `--set loss.semantic=0.0`, so the semantic loss is not the cause, and so did
 a weaker commitment (`--set loss.commit=5.0` with the layer-1 semantic loss at 0.2).
+Later attempts that collapsed too (same 600 steps): the codebook searched on a centred sphere
+(`--set model.codebook_norm=center_sphere`), commitment on the last layer only
+(`--set loss.commit_layers=last`), a 300-step ramp from the continuous latent
+(`--set loss.quantize_ramp=300`), a learned 64-d projection of the codebook
+(`--set model.code_dim=64`), and foreground weighting (`--set loss.foreground=10`). The
+reconstructions show the cause: only the background colour is drawn. At 32 px with foreground
+weighting the codes do carry the objects: train/configs/spae_scenes32.py (shipped).
 """
 
 from train.configs.spae_base import base_config
