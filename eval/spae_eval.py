@@ -26,6 +26,14 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
 
 
+def flat_fill(images: np.ndarray) -> np.ndarray:
+    """Each image filled with its per-channel median colour: what a model that draws only the
+    background can reach (a PSNR reference for scenes of small objects on a plain ground)."""
+    x = images if images.ndim == 4 else images[..., None]
+    med = np.median(x.reshape(len(x), -1, x.shape[-1]), axis=1)[:, None, None, :]
+    return np.broadcast_to(np.round(med), x.shape).astype(np.uint8).reshape(images.shape)
+
+
 def usage_stats(codes: np.ndarray, vocab_size: int) -> dict:
     counts = np.bincount(codes.reshape(-1), minlength=vocab_size)
     p = counts[counts > 0] / counts.sum()
@@ -70,6 +78,7 @@ def evaluate(tok, images, labels, class_names) -> dict:
                               "grid": f"{shape[0]}x{shape[1]}",
                               "psnr": float(psnr_uint8(rec, images).mean()),
                               "usage": usage_stats(pyr.codes[k - 1], tok.vocab.size)})
+    res["flat_fill_psnr"] = float(psnr_uint8(flat_fill(images), images).mean())
     res["hit_rate"] = hit_rates(tok, pyr, labels, class_names)
     words = [tok.vocab.words[int(c)] for c in pyr.codes[0].reshape(-1)]
     by_class = {}
@@ -90,6 +99,8 @@ def to_markdown(res: dict, title: str) -> str:
         lines.append(f"| {l['depth']} | {l['tokens']} | {l['grid']} | {l['psnr']:.2f} | "
                      f"{l['usage']['distinct']} ({100 * l['usage']['fraction']:.1f}%) | {l['usage']['perplexity']:.1f} |")
     h = res["hit_rate"]
+    if "flat_fill_psnr" in res:
+        lines += ["", f"Reference: each image filled with its median colour scores {res['flat_fill_psnr']:.2f} dB."]
     lines += ["", f"Semantic hit rate (token names the class or a synonym): top layer "
               f"{100 * h['top_layer']:.1f}%, any token of layers 1-2 {100 * h['layers_1_2']:.1f}%.", "",
               "Most frequent top-layer word per class: " + "; ".join(
