@@ -32,3 +32,14 @@ def test_codes_draw_the_objects_not_just_the_background(tok):
     words = [w for img in tok.to_text(pyr) for w in img[0]]
     colours = set(scenes.COLORS) | {"white", "black", "brown", "grey", "gray"}
     assert np.mean([w in colours for w in words]) > 0.5                      # top layer: colour words
+
+
+def test_flat_fill_reference_is_the_median_colour():
+    from eval.spae_eval import flat_fill
+
+    x = np.zeros((2, 6, 6, 3), np.uint8)
+    x[:] = [10, 20, 30]
+    x[0, :2, :2] = [200, 0, 0]                        # 4 of 36 pixels: not the median
+    np.testing.assert_array_equal(flat_fill(x), np.broadcast_to(np.array([10, 20, 30], np.uint8), x.shape))
+    grey = x[..., 0]                                   # (B, H, W) keeps its shape
+    assert flat_fill(grey).shape == grey.shape and (flat_fill(grey) == 10).all()
