@@ -9,7 +9,7 @@ seen once (600 steps of 8). Semantic loss on layers 1-2 toward the offline contr
 relevance over the whole codebook (its text tower was trained on scene captions, so colour and
 shape words score).
 Foreground weighting (`loss.foreground=10`): pixels off the image's median colour weigh 11x in the
-pixel loss. Without it every scenes run (spae_scenes64.py and four variants) settled on drawing
+pixel loss. Without it every scenes run (spae_scenes64.py and the variants its docstring lists) settled on drawing
 the background only and its code usage collapsed; with it the codes carry the objects' colours
 and places (blurred shapes) and usage holds.
 """
