@@ -16,6 +16,11 @@ re-tokenising image tokens:
 Prediction: closed-form, argmax of `llm.score` over the episode's N labels; open-ended, the
 greedy continuation (up to the line end) compared with the true label. Writes DIR/results.jsonl
 (one line per query) and DIR/summary.json (accuracy with a 95% confidence interval over episodes).
+
+Resumable: each finished episode is appended to DIR/results.partial.jsonl, and a rerun into the
+same DIR with the same method settings reuses every stored episode whose queries match the
+episode file (a killed run, or an episode file grown from 100 to 200 episodes: only the new
+ones are scored).
 """
 from __future__ import annotations
 
@@ -131,12 +136,18 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: bool = True,
-        progress: bool = True):
-    """Score every query of every episode; returns (per-query records, summary dict)."""
+        progress: bool = True, done: dict | None = None, on_episode=None):
+    """Score every query of every episode; returns (per-query records, summary dict).
+
+    done: {episode index: its records} from an earlier run (see `stored_episodes`); those episodes
+    are not scored again. on_episode(records): called with each newly scored episode's records.
+    """
     from tqdm import tqdm
 
+    done = done or {}
     records = []
-    needed = sorted({int(i) for e in episodes for i in np.concatenate([e.support, e.query])})
+    todo = [e for i, e in enumerate(episodes) if i not in done]
+    needed = sorted({int(i) for e in todo for i in np.concatenate([e.support, e.query])})
     codes = {}
     for start in range(0, len(needed), 256):
         keys = needed[start:start + 256]
@@ -144,7 +155,14 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
             codes[k] = ids
     per_episode, per_episode_open = [], []
     for e_idx, ep in enumerate(tqdm(episodes, desc=f"{coder.name} episodes", disable=not progress)):
+        if e_idx in done:
+            records.extend(done[e_idx])
+            per_episode.append(np.mean([r["correct"] for r in done[e_idx]]))
+            if open_ended_eval:
+                per_episode_open.append(np.mean([r["open_correct"] for r in done[e_idx]]))
+            continue
         names = list(ep.class_names)
+        first = len(records)
         label_of = {int(c): names[j] for j, c in enumerate(ep.classes)}
         supports = [(codes[int(i)], label_of[int(y)]) for i, y in zip(ep.support, ep.support_labels)]
         # Interleave classes (c1, c2, ..., c1, c2, ...) so the last support is not always one class.
@@ -168,6 +186,8 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
         per_episode.append(np.mean(hits))
         if hits_open:
             per_episode_open.append(np.mean(hits_open))
+        if on_episode is not None:
+            on_episode(records[first:])
     acc, ci = mean_ci95(per_episode)
     summary = {"accuracy": acc, "ci95": ci, "episodes": len(episodes),
                "queries": len(records), "mean_prompt_tokens": float(np.mean([r["prompt_tokens"] for r in records]))}
@@ -177,13 +197,82 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
 
 
 def write_results(out: str, records: list[dict], summary: dict) -> None:
-    """OUT/results.jsonl (one record per query) and OUT/summary.json."""
+    """OUT/results.jsonl (one record per query) and OUT/summary.json; the partial file goes."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.jsonl"), "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    for name in (PARTIAL, "run.json"):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
+PARTIAL = "results.partial.jsonl"
+# Summary fields that must agree for an earlier run's records to be reused.
+RUN_KEYS = ("method", "label", "layers", "tokenizer", "llm", "seed", "lens_captions")
+
+
+def stored_episodes(out: str, settings: dict, episodes, open_ended_eval: bool) -> dict:
+    """{episode index: records} from OUT's earlier results that can stand for this run.
+
+    Reused only when OUT/summary.json (or, for a run killed before its summary, OUT/run.json)
+    holds the same `settings`, and per episode only when its stored queries and labels are
+    exactly this episode's, with open-ended answers present if they are asked for.
+    """
+    meta = None
+    for name in ("summary.json", "run.json"):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                meta = json.load(f)
+            break
+    if meta is None or any(meta.get(k) != settings.get(k) for k in RUN_KEYS):
+        return {}
+    by_episode: dict[int, list[dict]] = {}
+    for name in ("results.jsonl", PARTIAL):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    if line.strip():
+                        r = json.loads(line)
+                        by_episode.setdefault(int(r["episode"]), {})[int(r["query"])] = r
+    done = {}
+    for e_idx, recs in by_episode.items():
+        if e_idx >= len(episodes):
+            continue
+        ep = episodes[e_idx]
+        label_of = {int(c): n for c, n in zip(ep.classes, ep.class_names)}
+        want = [(int(q), label_of[int(y)]) for q, y in zip(ep.query, ep.query_labels)]
+        got = [recs.get(q) for q, _ in want]
+        if all(r is not None and r["label"] == lab and (not open_ended_eval or "open_correct" in r)
+               for r, (_, lab) in zip(got, want)):
+            done[e_idx] = got
+    return done
+
+
+def run_resumable(out: str, settings: dict, llm, coder: ImageCoder, episodes, images: np.ndarray,
+                  open_ended_eval: bool, progress: bool = True):
+    """`run`, reusing OUT's stored episodes (`stored_episodes`) and appending each new one to
+    OUT/results.partial.jsonl as it finishes. Returns (records, summary); writes no summary."""
+    done = stored_episodes(out, settings, episodes, open_ended_eval)
+    if done and progress:
+        print(f"reusing {len(done)} of {len(episodes)} episodes stored in {out}")
+    os.makedirs(out, exist_ok=True)
+    if not os.path.exists(os.path.join(out, "summary.json")):
+        with open(os.path.join(out, "run.json"), "w") as f:
+            json.dump(settings, f, indent=1)
+    with open(os.path.join(out, PARTIAL), "a") as partial:
+        def save_episode(recs):
+            partial.write("".join(json.dumps(r) + "\n" for r in recs))
+            partial.flush()
+
+        records, summary = run(llm, coder, episodes, images, open_ended_eval=open_ended_eval,
+                               progress=progress, done=done, on_episode=save_episode)
+    summary["reused_episodes"] = len(done)
+    return records, summary
 
 
 def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int, lens_captions: bool = False):
@@ -241,15 +330,18 @@ def main(argv=None, llm=None) -> dict:
     kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
     images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
     llm = llm or load_llm(args.llm)
+    settings = {"method": args.method, "label": args.name, "layers": args.layers if args.method != "lens" else None,
+                "tokenizer": args.tokenizer, "lens_captions": args.lens_captions if args.method == "lens" else None,
+                "llm": args.llm, "seed": args.seed}
+    open_ended_eval = not args.no_open_ended
     coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions)
     t = time.perf_counter()
-    records, summary = run(llm, coder, eps, images, open_ended_eval=not args.no_open_ended)
+    records, summary = run_resumable(args.out, settings, llm, coder, eps, images, open_ended_eval)
     e0 = eps[0]
-    summary.update({"method": args.method, "label": args.name, "layers": args.layers if args.method != "lens" else None,
-                    "dataset": dataset, "split": split, "ways": e0.ways, "shots": e0.shots,
-                    "episodes_file": os.path.abspath(args.episodes), "tokenizer": args.tokenizer, "lens_captions": args.lens_captions if args.method == "lens" else None,
-                    "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
-                    "command": command})
+    summary.update(settings)
+    summary.update({"dataset": dataset, "split": split, "ways": e0.ways, "shots": e0.shots,
+                    "episodes_file": os.path.abspath(args.episodes),
+                    "seconds": round(time.perf_counter() - t, 1), "command": command})
     write_results(args.out, records, summary)
     line = f"{args.method}: accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
     if "open_accuracy" in summary:

@@ -6,15 +6,20 @@
 
 Episodes are sampled once per setting (seed 0) into OUT/episodes/*.csv and every method reads the
 same file. Each run is `python -m eval.fewshot ...` (its exact command is stored in its
-summary.json); runs whose summary.json exists are skipped, so a killed run resumes where it
-stopped, and several drivers started side by side share the runs. At the end `python -m eval.report --runs OUT --out OUT/report` writes REPORT.md and the
+summary.json); runs whose summary.json covers every episode of the file are skipped, so a killed
+run resumes where it stopped, and several drivers started side by side share the runs. Asking for
+more episodes than a file holds extends it (sampling is sequential, so the first episodes stay
+the same) and each run scores only the new episodes. At the end `python -m eval.report --runs OUT --out OUT/report` writes REPORT.md and the
 layers plot. Methods whose checkpoint is not given are left out (and the report says nothing of them).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+
+import numpy as np
 
 FMNIST_SETTINGS = [(2, 1), (5, 1), (5, 3), (5, 5)]     # (ways, shots), one query per class
 
@@ -98,9 +103,36 @@ def make_episodes(args) -> None:
     for dataset, ways, shots in settings:
         path = os.path.join(ep_dir, f"{dataset}_{ways}w{shots}s.csv")
         n = args.episodes if shots == 1 else args.episodes_multishot
-        if not os.path.exists(path):
-            episodes.main(["--dataset", dataset, "--split", "test", "--ways", str(ways), "--shots", str(shots),
-                           "--queries", "1", "--episodes", str(n), "--seed", "0", "--out", path])
+        old = episodes.read_csv(path) if os.path.exists(path) else []
+        if len(old) >= n:
+            continue
+        tmp = path + ".new.csv"
+        episodes.main(["--dataset", dataset, "--split", "test", "--ways", str(ways), "--shots", str(shots),
+                       "--queries", "1", "--episodes", str(n), "--seed", "0", "--out", tmp])
+        if any(not same_episode(a, b) for a, b in zip(old, episodes.read_csv(tmp))):
+            os.remove(tmp)
+            raise SystemExit(f"{path}: {n} freshly sampled episodes do not start with the file's {len(old)}; "
+                             "give a fresh --out to start over")
+        os.replace(tmp, path)
+
+
+def same_episode(a, b) -> bool:
+    return all(np.array_equal(getattr(a, k), getattr(b, k))
+               for k in ("classes", "support", "support_labels", "query", "query_labels"))
+
+
+def is_done(out: str, argv_: list[str]) -> bool:
+    """A run is done when its summary exists and, for few-shot runs, covers its whole episode file."""
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        return False
+    if argv_[0] != "fewshot":
+        return True
+    from visiondata import episodes
+
+    with open(path) as f:
+        have = json.load(f)["episodes"]
+    return have >= len(episodes.read_csv(argv_[argv_.index("--episodes") + 1]))
 
 
 def main(argv=None) -> None:
@@ -142,7 +174,7 @@ def main(argv=None) -> None:
 
     llm = load_llm("smollm2-135m")
     for i, (out, argv_) in enumerate(runs):
-        if os.path.exists(os.path.join(out, "summary.json")):
+        if is_done(out, argv_):
             print(f"[{i + 1}/{len(runs)}] done already: {out}")
             continue
         if not _claim(out):

@@ -106,3 +106,92 @@ def test_vqa_prompt_and_items(smollm2):
     prompt = fewshot_vqa.build_prompt(smollm2, [(img_ids, "What color is it?", "red")], img_ids, "What shape is it?")
     assert smollm2.decode(prompt) == (fewshot_vqa.INSTRUCTION + "\nImage: red circle\nQuestion: What color is it?\n"
                                       "Answer: red\n\nImage: red circle\nQuestion: What shape is it?\nAnswer:")
+
+
+class _CountingCoder:
+    name = "counting"
+
+    def __init__(self):
+        self.seen = []
+
+    def ids(self, images, keys):
+        self.seen.extend(int(k) for k in keys)
+        return [[int(k) % 50 + 300] for k in keys]
+
+
+class _FakeLLM:
+    """Scores candidate j of a query with ids q as -(j + q[0]) % 3: deterministic, not constant."""
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def score_batch(self, prefix, queries, cands):
+        return np.array([[-((j + q[-1]) % 3) for j in range(len(cands))] for q in queries], float)
+
+
+def test_resume_scores_only_new_or_unfinished_episodes(tmp_path):
+    labels = np.repeat(np.arange(6), 6)
+    images = np.zeros((len(labels), 2, 2), np.uint8)
+    first4 = episodes_mod.sample(labels, ways=3, shots=2, queries=1, n_episodes=4, seed=0)
+    all9 = episodes_mod.sample(labels, ways=3, shots=2, queries=1, n_episodes=9, seed=0)
+    for a, b in zip(first4, all9):            # sampling is sequential: a longer file extends a shorter one
+        assert np.array_equal(a.support, b.support) and np.array_equal(a.query, b.query)
+    for eps in (first4, all9):
+        for e in eps:
+            e.class_names = [f"c{int(c)}" for c in e.classes]
+    settings = {"method": "spae", "label": None, "layers": 2, "tokenizer": "ck", "llm": "x", "seed": 0,
+                "lens_captions": None}
+    fresh, fresh_summary = fewshot.run(_FakeLLM(), _CountingCoder(), all9, images, open_ended_eval=False,
+                                       progress=False)
+
+    out = str(tmp_path / "run")
+    recs, summary = fewshot.run_resumable(out, settings, _FakeLLM(), _CountingCoder(), first4, images,
+                                          open_ended_eval=False, progress=False)
+    fewshot.write_results(out, recs, {**summary, **settings})
+    coder = _CountingCoder()
+    recs, summary = fewshot.run_resumable(out, settings, _FakeLLM(), coder, all9, images, False, progress=False)
+    assert summary["reused_episodes"] == 4 and recs == fresh and summary["accuracy"] == fresh_summary["accuracy"]
+    new_images = {int(i) for e in all9[4:] for i in np.concatenate([e.support, e.query])}
+    assert set(coder.seen) == new_images      # the reused episodes' images were not coded again
+    fewshot.write_results(out, recs, {**summary, **settings})
+
+    # Different settings reuse nothing; a stored record that disagrees with its episode is rescored.
+    assert fewshot.stored_episodes(out, {**settings, "layers": 3}, all9, False) == {}
+    assert len(fewshot.stored_episodes(out, settings, all9, True)) == 0       # no open-ended answers stored
+    lines = open(f"{out}/results.jsonl").read().splitlines()
+    import json
+    bad = json.loads(lines[0])
+    bad["label"] = "not-a-class"
+    open(f"{out}/results.jsonl", "w").write("\n".join([json.dumps(bad)] + lines[1:]) + "\n")
+    assert sorted(fewshot.stored_episodes(out, settings, all9, False)) == list(range(1, 9))
+
+
+def test_killed_run_resumes_from_its_partial_file(tmp_path):
+    labels = np.repeat(np.arange(5), 4)
+    images = np.zeros((len(labels), 2, 2), np.uint8)
+    eps = episodes_mod.sample(labels, ways=2, shots=1, queries=1, n_episodes=6, seed=3)
+    for e in eps:
+        e.class_names = [f"c{int(c)}" for c in e.classes]
+    settings = {"method": "random", "label": None, "layers": 1, "tokenizer": None, "llm": "x", "seed": 0,
+                "lens_captions": None}
+    out = str(tmp_path / "run")
+
+    class Killed(Exception):
+        pass
+
+    class DyingLLM(_FakeLLM):
+        calls = 0
+
+        def score_batch(self, *a):
+            DyingLLM.calls += 1
+            if DyingLLM.calls == 4:
+                raise Killed
+            return super().score_batch(*a)
+
+    with pytest.raises(Killed):
+        fewshot.run_resumable(out, settings, DyingLLM(), _CountingCoder(), eps, images, False, progress=False)
+    assert sorted(fewshot.stored_episodes(out, settings, eps, False)) == [0, 1, 2]
+    recs, summary = fewshot.run_resumable(out, settings, _FakeLLM(), _CountingCoder(), eps, images, False,
+                                          progress=False)
+    fresh, _ = fewshot.run(_FakeLLM(), _CountingCoder(), eps, images, open_ended_eval=False, progress=False)
+    assert summary["reused_episodes"] == 3 and recs == fresh
