@@ -52,6 +52,33 @@ def hit_rates(tok, pyr, labels, class_names) -> dict:
     return {"top_layer": float(hit1), "layers_1_2": float(hit2)}
 
 
+def quantization_error(tok, images, batch_size: int = 256) -> list[float]:
+    """Per depth l: E||zhat_l - z||^2 / E||z||^2 over all latent positions, z the encoder output
+    and zhat_l its SAQ running average after l layers (0: z kept exactly; 1: as far off as zero)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from spae.data import to_model_images
+
+    cfg = tok.model.cfg
+    graphdef, state = nnx.split(tok.model)
+
+    @jax.jit
+    def sums(state, x):                       # uint8 (B, S, S, C) -> ((L,), ()) squared-error sums, ||z||^2 sum
+        m = nnx.merge(graphdef, state)
+        z = m.encode(x.astype(jnp.float32) / 127.5 - 1.0)
+        _, zhat, _ = m.quantize(z)
+        return jnp.stack([jnp.sum((zh - z) ** 2) for zh in zhat]), jnp.sum(z ** 2)
+
+    x = to_model_images(np.asarray(images), cfg.image_size, cfg.channels, tok.prep)
+    err, norm = np.zeros(tok.num_layers), 0.0
+    for i in range(0, len(x), batch_size):
+        e, n = sums(state, jnp.asarray(x[i:i + batch_size]))
+        err, norm = err + np.asarray(e, np.float64), norm + float(n)
+    return [float(v / norm) for v in err]
+
+
 def load_test_set(data_name: str, num: int, size: int = 64):
     """Test images; scenes are rendered at `size` (the model's resolution)."""
     if data_name == "fashion_mnist":
@@ -78,6 +105,8 @@ def evaluate(tok, images, labels, class_names) -> dict:
                               "grid": f"{shape[0]}x{shape[1]}",
                               "psnr": float(psnr_uint8(rec, images).mean()),
                               "usage": usage_stats(pyr.codes[k - 1], tok.vocab.size)})
+    for layer, q in zip(res["layers"], quantization_error(tok, images)):
+        layer["quantization_error"] = q
     res["flat_fill_psnr"] = float(psnr_uint8(flat_fill(images), images).mean())
     res["hit_rate"] = hit_rates(tok, pyr, labels, class_names)
     words = [tok.vocab.words[int(c)] for c in pyr.codes[0].reshape(-1)]
@@ -93,12 +122,17 @@ def evaluate(tok, images, labels, class_names) -> dict:
 def to_markdown(res: dict, title: str) -> str:
     lines = [f"### {title}", "",
              f"{res['num_images']} test images; codebook {res['vocab_size']} word tokens of the frozen LLM.", "",
-             "| depth | tokens | layer grid | PSNR (dB) | layer codes used | layer perplexity |",
-             "|---|---|---|---|---|---|"]
+             "| depth | tokens | layer grid | PSNR (dB) | layer codes used | layer perplexity | latent error |",
+             "|---|---|---|---|---|---|---|"]
     for l in res["layers"]:
+        q = f"{l['quantization_error']:.3f}" if "quantization_error" in l else "-"
         lines.append(f"| {l['depth']} | {l['tokens']} | {l['grid']} | {l['psnr']:.2f} | "
-                     f"{l['usage']['distinct']} ({100 * l['usage']['fraction']:.1f}%) | {l['usage']['perplexity']:.1f} |")
+                     f"{l['usage']['distinct']} ({100 * l['usage']['fraction']:.1f}%) | {l['usage']['perplexity']:.1f} "
+                     f"| {q} |")
     h = res["hit_rate"]
+    if "quantization_error" in res["layers"][0]:
+        lines += ["", "Latent error: ||zhat - z||^2 / ||z||^2 between the encoder output z and its quantized "
+                  "running average after that many layers (0 keeps z exactly)."]
     if "flat_fill_psnr" in res:
         lines += ["", f"Reference: each image filled with its median colour scores {res['flat_fill_psnr']:.2f} dB."]
     lines += ["", f"Semantic hit rate (token names the class or a synonym): top layer "

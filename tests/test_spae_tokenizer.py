@@ -78,3 +78,21 @@ def test_top_layer_names_the_class(tok, images, llm):
     assert hit_rates(tok, tok.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.15
     labels = load_tokenizer(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "fmnist32_labels"), llm=llm)
     assert hit_rates(labels, labels.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
+
+
+def test_quantization_error_matches_a_numpy_rebuild_of_the_pyramid(tok, images):
+    """eval.spae_eval.quantization_error against z and zhat rebuilt in NumPy from the token ids."""
+    from eval.spae_eval import quantization_error
+    from spae.data import to_model_images
+
+    x, _ = images
+    got = quantization_error(tok, x, batch_size=24)         # batches of unequal size on purpose
+    xm = to_model_images(x, tok.model.cfg.image_size, tok.model.cfg.channels, tok.prep)
+    z = np.asarray(tok.model.encode(xm.astype(np.float32) / 127.5 - 1.0), np.float64)   # (B, g, g, d)
+    table = np.asarray(tok.model.codes(), np.float64)
+    pyr, running = tok.encode(x), np.zeros_like(z)
+    for depth, (codes, s) in enumerate(zip(pyr.codes, tok.strides), start=1):
+        running += np.repeat(np.repeat(table[codes], s, axis=1), s, axis=2)
+        want = np.sum((running / depth - z) ** 2) / np.sum(z ** 2)
+        assert got[depth - 1] == pytest.approx(want, rel=1e-4)
+    assert 0 < got[-1] < got[0] < 2
