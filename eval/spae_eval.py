@@ -52,31 +52,41 @@ def hit_rates(tok, pyr, labels, class_names) -> dict:
     return {"top_layer": float(hit1), "layers_1_2": float(hit2)}
 
 
-def quantization_error(tok, images, batch_size: int = 256) -> list[float]:
-    """Per depth l: E||zhat_l - z||^2 / E||z||^2 over all latent positions, z the encoder output
-    and zhat_l its SAQ running average after l layers (0: z kept exactly; 1: as far off as zero)."""
+def latent_stats(tok, images, batch_size: int = 256) -> dict:
+    """How much of the encoder output z the quantized pyramid keeps.
+
+    quantization_error, per depth l: E||zhat_l - z||^2 / E||z||^2 over all latent positions, zhat_l
+    the SAQ running average after l layers (0: z kept exactly; 1: as far off as zero).
+    continuous_psnr: PSNR (dB) of the decoder applied to z itself, skipping quantization (the
+    ceiling of an autoencoder control trained that way; an SPAE decoder never sees z in training).
+    """
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from spae.data import to_model_images
+    from spae.data import from_model_images, to_model_images
 
     cfg = tok.model.cfg
     graphdef, state = nnx.split(tok.model)
 
     @jax.jit
-    def sums(state, x):                       # uint8 (B, S, S, C) -> ((L,), ()) squared-error sums, ||z||^2 sum
+    def stats(state, x):                      # uint8 (B, S, S, C) -> (L,) error sums, ||z||^2 sum, uint8 decode(z)
         m = nnx.merge(graphdef, state)
         z = m.encode(x.astype(jnp.float32) / 127.5 - 1.0)
         _, zhat, _ = m.quantize(z)
-        return jnp.stack([jnp.sum((zh - z) ** 2) for zh in zhat]), jnp.sum(z ** 2)
+        y = jnp.clip(jnp.round((m.decode(z) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+        return jnp.stack([jnp.sum((zh - z) ** 2) for zh in zhat]), jnp.sum(z ** 2), y
 
-    x = to_model_images(np.asarray(images), cfg.image_size, cfg.channels, tok.prep)
-    err, norm = np.zeros(tok.num_layers), 0.0
+    images = np.asarray(images)
+    x = to_model_images(images, cfg.image_size, cfg.channels, tok.prep)
+    err, norm, decoded = np.zeros(tok.num_layers), 0.0, []
     for i in range(0, len(x), batch_size):
-        e, n = sums(state, jnp.asarray(x[i:i + batch_size]))
+        e, n, y = stats(state, jnp.asarray(x[i:i + batch_size]))
         err, norm = err + np.asarray(e, np.float64), norm + float(n)
-    return [float(v / norm) for v in err]
+        decoded.append(np.asarray(y))
+    rec = from_model_images(np.concatenate(decoded), images.shape, tok.prep)
+    return {"quantization_error": [float(v / norm) for v in err],
+            "continuous_psnr": float(psnr_uint8(rec, images).mean())}
 
 
 def load_test_set(data_name: str, num: int, size: int = 64):
@@ -105,8 +115,10 @@ def evaluate(tok, images, labels, class_names) -> dict:
                               "grid": f"{shape[0]}x{shape[1]}",
                               "psnr": float(psnr_uint8(rec, images).mean()),
                               "usage": usage_stats(pyr.codes[k - 1], tok.vocab.size)})
-    for layer, q in zip(res["layers"], quantization_error(tok, images)):
+    latent = latent_stats(tok, images)
+    for layer, q in zip(res["layers"], latent["quantization_error"]):
         layer["quantization_error"] = q
+    res["continuous_psnr"] = latent["continuous_psnr"]
     res["flat_fill_psnr"] = float(psnr_uint8(flat_fill(images), images).mean())
     res["hit_rate"] = hit_rates(tok, pyr, labels, class_names)
     words = [tok.vocab.words[int(c)] for c in pyr.codes[0].reshape(-1)]
@@ -132,7 +144,8 @@ def to_markdown(res: dict, title: str) -> str:
     h = res["hit_rate"]
     if "quantization_error" in res["layers"][0]:
         lines += ["", "Latent error: ||zhat - z||^2 / ||z||^2 between the encoder output z and its quantized "
-                  "running average after that many layers (0 keeps z exactly)."]
+                  "running average after that many layers (0 keeps z exactly). The decoder applied to z "
+                  f"itself, skipping quantization, scores {res['continuous_psnr']:.2f} dB."]
     if "flat_fill_psnr" in res:
         lines += ["", f"Reference: each image filled with its median colour scores {res['flat_fill_psnr']:.2f} dB."]
     lines += ["", f"Semantic hit rate (token names the class or a synonym): top layer "

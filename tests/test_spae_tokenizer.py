@@ -80,13 +80,14 @@ def test_top_layer_names_the_class(tok, images, llm):
     assert hit_rates(labels, labels.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
 
 
-def test_quantization_error_matches_a_numpy_rebuild_of_the_pyramid(tok, images):
+def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
     """eval.spae_eval.quantization_error against z and zhat rebuilt in NumPy from the token ids."""
-    from eval.spae_eval import quantization_error
+    from eval.spae_eval import latent_stats
     from spae.data import to_model_images
 
     x, _ = images
-    got = quantization_error(tok, x, batch_size=24)         # batches of unequal size on purpose
+    stats = latent_stats(tok, x, batch_size=24)            # batches of unequal size on purpose
+    got = stats["quantization_error"]
     xm = to_model_images(x, tok.model.cfg.image_size, tok.model.cfg.channels, tok.prep)
     z = np.asarray(tok.model.encode(xm.astype(np.float32) / 127.5 - 1.0), np.float64)   # (B, g, g, d)
     table = np.asarray(tok.model.codes(), np.float64)
@@ -96,3 +97,8 @@ def test_quantization_error_matches_a_numpy_rebuild_of_the_pyramid(tok, images):
         want = np.sum((running / depth - z) ** 2) / np.sum(z ** 2)
         assert got[depth - 1] == pytest.approx(want, rel=1e-4)
     assert 0 < got[-1] < got[0] < 2
+    y = tok.model.decode(z.astype(np.float32))
+    rec = np.clip(np.round((np.asarray(y) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    from spae.data import from_model_images
+    assert stats["continuous_psnr"] == pytest.approx(psnr_uint8(from_model_images(rec, x.shape, tok.prep), x).mean(),
+                                                     abs=1e-3)
