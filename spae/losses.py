@@ -171,6 +171,26 @@ def semantic_loss(target, topk_emb, topk_prob, temperature: float, neg_emb=None,
     return -jnp.mean(jnp.sum(topk_prob[:, None, None, :] * logp, axis=-1))
 
 
+def usage_entropy_loss(target, codebook, temperature: float):
+    """Codebook-usage regulariser: mean per-position entropy minus the entropy of the batch mean.
+
+    target: (B, h, w, d) vectors a layer matches; codebook: (V, d).
+    q = softmax_v(-||target - e_v||^2 / temperature) at every position (N = B*h*w of them);
+    loss = mean_n H(q_n) - H(mean_n q_n), in nats. Low when each position is confidently near one
+    word and the batch spreads over many words: it fights the few hub words every latent is
+    nearest to. Holds an (N, V) matrix (no d axis); meant for small vocabularies or batches.
+    """
+    t = target.reshape(-1, target.shape[-1]).astype(jnp.float32)
+    e = codebook.astype(jnp.float32)
+    dist = jnp.sum(t * t, -1)[:, None] - 2.0 * t @ e.T + jnp.sum(e * e, -1)[None]   # (N, V)
+    logq = jax.nn.log_softmax(-dist / temperature, axis=-1)
+    q = jnp.exp(logq)
+    per_position = -jnp.mean(jnp.sum(q * logq, -1))
+    mean_q = jnp.mean(q, 0)
+    batch = -jnp.sum(mean_q * jnp.log(jnp.maximum(mean_q, 1e-30)))
+    return per_position - batch
+
+
 def schedule_weight(step, weight: float, kind: str = "constant", warmup: int = 0, total: int = 1):
     """Loss weight at `step`: "constant", "warmup" (linear ramp over `warmup` steps) or
     "cosine" (ramp, then cosine decay to 0 at `total`)."""

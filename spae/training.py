@@ -22,7 +22,7 @@ from flax import nnx
 from spae.codebook import FrozenCodebook
 from spae.losses import (Discriminator, FixedFeatures, foreground_weight, gan_discriminator_loss, gan_generator_loss,
                          l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
-                         semantic_loss)
+                         semantic_loss, usage_entropy_loss)
 from spae.model import SPAE, ModelConfig
 
 __all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "Stat", "ema_modules"]
@@ -146,6 +146,12 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         terms["commit"] = L.commit * pick(aux["commit"])
         if model.encoder.code_proj is not None:        # moves the learned projection of the table
             terms["codebook"] = L.get("codebook", 1.0) * pick(aux["codebook"])
+        if L.get("entropy", 0.0) > 0:                   # codebook-usage regulariser on the chosen layers
+            cb = model.codes()
+            ent_layers = L.get("entropy_layers") or range(1, n_layers + 1)
+            ent = sum(usage_entropy_loss(aux["targets"][l - 1], cb, L.get("entropy_temp", 1.0)) for l in ent_layers)
+            out["entropy_raw"] = ent / len(ent_layers)
+            terms["entropy"] = L.entropy * out["entropy_raw"]
         if percept is not None:
             terms["perceptual"] = L.perceptual * perceptual_loss(percept, full, x)
         if disc is not None:

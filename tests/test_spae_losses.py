@@ -102,3 +102,30 @@ def test_foreground_weight_marks_the_object_and_weights_the_loss():
     manual = np.mean(((x - y) ** 2) * want)
     np.testing.assert_allclose(float(l2_loss(jnp.asarray(x), jnp.asarray(y), jnp.asarray(w))), manual, rtol=1e-5)
     np.testing.assert_allclose(float(l2_loss(jnp.asarray(x), jnp.asarray(y))), np.mean((x - y) ** 2), rtol=1e-6)
+
+
+def test_usage_entropy_loss_matches_numpy_and_closed_forms():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(2, 3, 3, 5)).astype(np.float32)
+    cb = rng.normal(size=(11, 5)).astype(np.float32)
+    got = float(losses.usage_entropy_loss(jnp.asarray(t), jnp.asarray(cb), 0.7))
+    d = ((t.reshape(-1, 1, 5) - cb[None]) ** 2).sum(-1)                 # (18, 11), direct differences
+    q = np.exp(-d / 0.7 - (-d / 0.7).max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    h = lambda p: -(p * np.log(p)).sum(-1)
+    assert got == pytest.approx(h(q).mean() - h(q.mean(0)), abs=1e-5)
+    # Sharp assignments: every position on its own word -> -log N; every position on one word -> 0.
+    eye = np.eye(6, dtype=np.float32) * 10.0
+    spread = eye.reshape(1, 2, 3, 6)
+    assert float(losses.usage_entropy_loss(jnp.asarray(spread), jnp.asarray(eye), 0.01)) == pytest.approx(-np.log(6), abs=1e-4)
+    same = np.broadcast_to(eye[2], (1, 2, 3, 6))
+    assert float(losses.usage_entropy_loss(jnp.asarray(same), jnp.asarray(eye), 0.01)) == pytest.approx(0.0, abs=1e-4)
+    # Descending it alone spreads a crowd of targets over more words.
+    words = np.eye(6, dtype=np.float32)
+    crowd = (words[0] + rng.normal(scale=0.3, size=(6, 6))).astype(np.float32).reshape(1, 2, 3, 6)
+    grad = jax.jit(jax.grad(lambda x: losses.usage_entropy_loss(x, jnp.asarray(words), 1.0)))
+    x = jnp.asarray(crowd)
+    for _ in range(100):
+        x = x - 0.5 * grad(x)
+    nearest = lambda x: len(set(np.argmin(((np.asarray(x).reshape(-1, 1, 6) - words[None]) ** 2).sum(-1), 1)))
+    assert nearest(crowd) <= 2 and nearest(x) >= 5

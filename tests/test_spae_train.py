@@ -173,3 +173,22 @@ def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
     cfg.loss.commit_layers = "first"
     with pytest.raises(ValueError, match="commit_layers"):
         StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)(trainlib.shard_batch(batch, mesh))
+
+
+def test_usage_entropy_term_in_the_step(tiny_cfg, tmp_path):
+    """loss.entropy adds weight * mean over the chosen layers of usage_entropy_loss on their targets."""
+    from spae.losses import usage_entropy_loss
+
+    cfg = resolve_config(trainlib.load_config(TINY))
+    cfg.loss.update(entropy=0.3, entropy_temp=2.0, entropy_layers=(1, 3))
+    vocab = spae_train.build_vocab(cfg)
+    arrays = spae_train.build_arrays(cfg, vocab, str(tmp_path))
+    batch = {k: v[:8] for k, v in arrays.items()}
+    ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0))
+    x = batch["image"].astype(np.float32) / 127.5 - 1.0
+    _, _, aux = ts.model.quantize(ts.model.encode(x))
+    cb = ts.model.codes()
+    want = np.mean([float(usage_entropy_loss(aux["targets"][l - 1], cb, 2.0)) for l in (1, 3)])
+    mesh = trainlib.make_mesh(1)
+    m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
+    np.testing.assert_allclose(m["entropy"], 0.3 * want, rtol=1e-4)
