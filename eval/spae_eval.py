@@ -41,15 +41,37 @@ def usage_stats(codes: np.ndarray, vocab_size: int) -> dict:
             "perplexity": float(np.exp(-(p * np.log(p)).sum()))}
 
 
-def hit_rates(tok, pyr, labels, class_names) -> dict:
+def names_class(codes: np.ndarray, labels, class_names, words) -> float:
+    """Fraction of images (rows of codes (N, T), codebook rows) with a token naming their class
+    or a synonym (spae.semantic.SYNONYMS)."""
     from spae.semantic import class_word_rows
 
-    rows = [set(class_word_rows(c, tok.vocab.words, name_only=False)) for c in class_names]
+    rows = [set(class_word_rows(c, words, name_only=False)) for c in class_names]
+    return float(np.mean([any(int(t) in rows[int(y)] for t in codes[i]) for i, y in enumerate(labels)]))
+
+
+def hit_rates(tok, pyr, labels, class_names) -> dict:
     top = pyr.codes[0].reshape(len(labels), -1)                         # (N, 1)
     two = np.concatenate([c.reshape(len(labels), -1) for c in pyr.codes[:2]], 1)
-    hit1 = np.mean([any(int(t) in rows[y] for t in top[i]) for i, y in enumerate(labels)])
-    hit2 = np.mean([any(int(t) in rows[y] for t in two[i]) for i, y in enumerate(labels)])
-    return {"top_layer": float(hit1), "layers_1_2": float(hit2)}
+    return {"top_layer": names_class(top, labels, class_names, tok.vocab.words),
+            "layers_1_2": names_class(two, labels, class_names, tok.vocab.words)}
+
+
+def teacher_hit_rate(targets_path: str, data_cfg: dict, words) -> dict:
+    """How often the semantic loss's own target names the class: the top-1 (and any of the top-K)
+    relevance word of each training image, from a trainer's WORKDIR/semantic_targets.npz. The
+    top-layer hit rate of a tokenizer trained toward these targets is bounded by it in practice."""
+    from spae.data import load_split
+    from train.trainlib import Config
+
+    with np.load(targets_path) as f:
+        ids = f["ids"]                                                  # (N_train, K) codebook rows
+    _, labels, class_names = load_split(Config(data_cfg), "train")
+    if len(labels) != len(ids):
+        raise ValueError(f"{targets_path} has targets for {len(ids)} images; the config's training split has "
+                         f"{len(labels)}: pass the semantic_targets.npz of the run that trained this checkpoint")
+    return {"top1": names_class(ids[:, :1], labels, class_names, words),
+            "topk": names_class(ids, labels, class_names, words), "k": int(ids.shape[1])}
 
 
 def latent_stats(tok, images, batch_size: int = 256) -> dict:
@@ -150,6 +172,9 @@ def to_markdown(res: dict, title: str) -> str:
         lines += ["", f"Reference: each image filled with its median colour scores {res['flat_fill_psnr']:.2f} dB."]
     lines += ["", f"Semantic hit rate (token names the class or a synonym): top layer "
               f"{100 * h['top_layer']:.1f}%, any token of layers 1-2 {100 * h['layers_1_2']:.1f}%.", "",
+              *([f"Semantic targets of the training images (relevance teacher): top-1 word names the class for "
+                 f"{100 * res['teacher_hit_rate']['top1']:.1f}%, any of the top {res['teacher_hit_rate']['k']} for "
+                 f"{100 * res['teacher_hit_rate']['topk']:.1f}%.", ""] if "teacher_hit_rate" in res else []),
               "Most frequent top-layer word per class: " + "; ".join(
                   f"{c}: " + ", ".join(f"{w} ({n})" for w, n in ws) for c, ws in res["top_words_by_class"].items())]
     return "\n".join(lines) + "\n"
@@ -163,6 +188,9 @@ def main(argv=None):
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--out", default="eval_out/spae_eval")
+    p.add_argument("--targets", default=None,
+                   help="WORKDIR/semantic_targets.npz of the training run: also report how often the "
+                        "semantic targets themselves name the class")
     args = p.parse_args(argv)
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     tok = load_tokenizer(ckpt)
@@ -172,6 +200,8 @@ def main(argv=None):
     images, labels, class_names = load_test_set(meta["data"]["name"], args.num, meta["data"]["image_size"])
     res = evaluate(tok, images, labels, class_names)
     res["checkpoint"] = ckpt
+    if args.targets:
+        res["teacher_hit_rate"] = teacher_hit_rate(args.targets, meta["data"], tok.vocab.words)
     md = to_markdown(res, f"SPAE {meta['data']['name']} {meta['data']['image_size']} px ({ckpt})")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".md", "w") as f:

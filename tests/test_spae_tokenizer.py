@@ -102,3 +102,26 @@ def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
     from spae.data import from_model_images
     assert stats["continuous_psnr"] == pytest.approx(psnr_uint8(from_model_images(rec, x.shape, tok.prep), x).mean(),
                                                      abs=1e-3)
+
+
+def test_teacher_hit_rate_on_planted_targets(tok, tmp_path):
+    """Targets that put a class word first score 1.0 at top-1; moved to the last slot, 0 at top-1, 1.0 in top-K."""
+    from eval.spae_eval import teacher_hit_rate
+    from spae.semantic import class_word_rows
+    from visiondata import fashion_mnist
+
+    _, y = fashion_mnist.load("train")
+    words = tok.vocab.words
+    first = np.array([class_word_rows(c, words, name_only=False)[0] for c in fashion_mnist.CLASS_NAMES])
+    filler = words.index("the") if "the" in words else 0
+    ids = np.full((len(y), 4), filler, np.int32)
+    ids[:, 0] = first[y]
+    path = tmp_path / "semantic_targets.npz"
+    np.savez(path, ids=ids, prob=np.full(ids.shape, 0.25, np.float32))
+    data = {"name": "fashion_mnist", "image_size": 32, "channels": 1, "prep": "pad"}
+    assert teacher_hit_rate(str(path), data, words) == {"top1": 1.0, "topk": 1.0, "k": 4}
+    np.savez(path, ids=ids[:, ::-1], prob=np.full(ids.shape, 0.25, np.float32))
+    assert teacher_hit_rate(str(path), data, words) == {"top1": 0.0, "topk": 1.0, "k": 4}
+    np.savez(path, ids=ids[:10], prob=np.full((10, 4), 0.25, np.float32))
+    with pytest.raises(ValueError, match="targets for 10 images"):
+        teacher_hit_rate(str(path), data, words)
