@@ -11,6 +11,10 @@ arbitrarily; with "all" the top-layer hit rate was 10.8%).
 Reached (2000 test images, 500 steps, 405 s of training on the shared 2-core CPU; the shipped
 spae/pretrained/fmnist32): PSNR 13.0 / 13.9 / 15.1 / 16.7 dB at depth 1-4, top-layer hit rate 30.8%.
 Targets (issue 5): PSNR >= 28 dB at full depth, top-layer semantic hit rate >= 60%.
+The same network without quantization (--set loss.quantize_ramp=1000000000 --set loss.commit=0
+--set loss.semantic=0; decoder on z) reaches 26.1 dB: the frozen-word quantizer is the bottleneck.
+Variants (README): --set loss.entropy=1.0 17.0 dB, hit rate 36.4%; --set 'model.strides=(8,4,2,1,1,1)'
+18.3 dB (213 tokens).
 The label stand-in (spae/pretrained/fmnist32_labels, hit rate 64.8%; supervised by class names):
     --set loss.relevance=labels --set loss.semantic_tau=0.05 --set loss.relevance_words=all
 """
