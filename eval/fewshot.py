@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -211,7 +212,22 @@ def write_results(out: str, records: list[dict], summary: dict) -> None:
 
 PARTIAL = "results.partial.jsonl"
 # Summary fields that must agree for an earlier run's records to be reused.
-RUN_KEYS = ("method", "label", "layers", "tokenizer", "llm", "seed", "lens_captions")
+RUN_KEYS = ("method", "label", "layers", "tokenizer", "tokenizer_digest", "llm", "seed", "lens_captions")
+
+
+def checkpoint_digest(directory: str | None) -> str | None:
+    """SHA-256 (first 16 hex digits) of an SPAE checkpoint's params and vocabulary, so records
+    from a checkpoint retrained in the same directory are never reused."""
+    if directory is None:
+        from spae.tokenizer import DEFAULT_CHECKPOINT
+        directory = DEFAULT_CHECKPOINT
+    h = hashlib.sha256()
+    for name in ("params.safetensors", "vocab.json"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def stored_episodes(out: str, settings: dict, episodes, open_ended_eval: bool) -> dict:
@@ -331,7 +347,8 @@ def main(argv=None, llm=None) -> dict:
     images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
     llm = llm or load_llm(args.llm)
     settings = {"method": args.method, "label": args.name, "layers": args.layers if args.method != "lens" else None,
-                "tokenizer": args.tokenizer, "lens_captions": args.lens_captions if args.method == "lens" else None,
+                "tokenizer": args.tokenizer,
+                "tokenizer_digest": checkpoint_digest(args.tokenizer) if args.method != "lens" else None, "lens_captions": args.lens_captions if args.method == "lens" else None,
                 "llm": args.llm, "seed": args.seed}
     open_ended_eval = not args.no_open_ended
     coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions)

@@ -139,8 +139,8 @@ def test_resume_scores_only_new_or_unfinished_episodes(tmp_path):
     for eps in (first4, all9):
         for e in eps:
             e.class_names = [f"c{int(c)}" for c in e.classes]
-    settings = {"method": "spae", "label": None, "layers": 2, "tokenizer": "ck", "llm": "x", "seed": 0,
-                "lens_captions": None}
+    settings = {"method": "spae", "label": None, "layers": 2, "tokenizer": "ck", "tokenizer_digest": "a1",
+                "llm": "x", "seed": 0, "lens_captions": None}
     fresh, fresh_summary = fewshot.run(_FakeLLM(), _CountingCoder(), all9, images, open_ended_eval=False,
                                        progress=False)
 
@@ -157,6 +157,7 @@ def test_resume_scores_only_new_or_unfinished_episodes(tmp_path):
 
     # Different settings reuse nothing; a stored record that disagrees with its episode is rescored.
     assert fewshot.stored_episodes(out, {**settings, "layers": 3}, all9, False) == {}
+    assert fewshot.stored_episodes(out, {**settings, "tokenizer_digest": "b2"}, all9, False) == {}   # retrained
     assert len(fewshot.stored_episodes(out, settings, all9, True)) == 0       # no open-ended answers stored
     lines = open(f"{out}/results.jsonl").read().splitlines()
     import json
@@ -195,3 +196,14 @@ def test_killed_run_resumes_from_its_partial_file(tmp_path):
                                           progress=False)
     fresh, _ = fewshot.run(_FakeLLM(), _CountingCoder(), eps, images, open_ended_eval=False, progress=False)
     assert summary["reused_episodes"] == 3 and recs == fresh
+
+
+def test_checkpoint_digest_follows_the_weights(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, payload in ((a, b"weights-1"), (b, b"weights-1")):
+        d.mkdir()
+        (d / "params.safetensors").write_bytes(payload)
+        (d / "vocab.json").write_text("[]")
+    assert fewshot.checkpoint_digest(str(a)) == fewshot.checkpoint_digest(str(b))
+    (b / "params.safetensors").write_bytes(b"weights-2")
+    assert fewshot.checkpoint_digest(str(a)) != fewshot.checkpoint_digest(str(b))
