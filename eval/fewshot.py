@@ -215,7 +215,7 @@ PARTIAL = "results.partial.jsonl"
 RUN_KEYS = ("method", "label", "layers", "tokenizer", "tokenizer_digest", "llm", "seed", "lens_captions")
 
 
-def checkpoint_digest(directory: str | None) -> str | None:
+def checkpoint_digest(directory: str | None) -> str:
     """SHA-256 (first 16 hex digits) of an SPAE checkpoint's params and vocabulary, so records
     from a checkpoint retrained in the same directory are never reused."""
     if directory is None:
@@ -346,10 +346,10 @@ def main(argv=None, llm=None) -> dict:
     kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
     images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
     llm = llm or load_llm(args.llm)
-    settings = {"method": args.method, "label": args.name, "layers": args.layers if args.method != "lens" else None,
-                "tokenizer": args.tokenizer,
-                "tokenizer_digest": checkpoint_digest(args.tokenizer) if args.method != "lens" else None, "lens_captions": args.lens_captions if args.method == "lens" else None,
-                "llm": args.llm, "seed": args.seed}
+    is_lens = args.method == "lens"
+    settings = {"method": args.method, "label": args.name, "layers": None if is_lens else args.layers,
+                "tokenizer": args.tokenizer, "tokenizer_digest": None if is_lens else checkpoint_digest(args.tokenizer),
+                "lens_captions": args.lens_captions if is_lens else None, "llm": args.llm, "seed": args.seed}
     open_ended_eval = not args.no_open_ended
     coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions)
     t = time.perf_counter()
