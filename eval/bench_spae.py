@@ -1,7 +1,7 @@
 """Benchmark SPAE: quantizer GFLOP/s at 49k and 262k vocabularies and train-step MFU, each
 against a matmul peak measured in the same run on the same device.
 
-    python -m eval.bench_spae [--tokens 1024] [--vocab 49152 262144] [--dim 576 640]
+    python -m eval.bench_spae [--tokens 1024] [--vocab 49152 262144] [--dim 576 640] [--chunk 8192 ...]
                               [--config train/configs/spae_fmnist32.py] [--dtype float32|bfloat16]
                               [--out eval_out/bench_spae]
 
@@ -76,13 +76,19 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3) -> dict:
 
         batch["sem_ids"], batch["sem_prob"] = random_topk(b, vocab.size, cfg.loss.semantic_k)
     batch = trainlib.shard_batch(batch, mesh)
-    cost = fn.lower(batch).compile().cost_analysis()
+    compiled = fn.lower(batch).compile()             # compiled once: timed and costed as is
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", 0.0))
-    jax.block_until_ready(fn(batch))
+
+    def run():
+        fn.train, metrics = compiled(fn.train, fn.frozen, batch)
+        return metrics
+
+    jax.block_until_ready(run())
     t = time.perf_counter()
     for _ in range(steps):
-        m = fn(batch)
+        m = run()
     jax.block_until_ready(m)
     dt = (time.perf_counter() - t) / steps
     return {"config": os.path.basename(config), "batch": b, "image": s, "vocab": vocab.size,
@@ -95,7 +101,7 @@ def main(argv=None):
     p.add_argument("--tokens", type=int, default=1024)
     p.add_argument("--vocab", type=int, nargs="+", default=[49152, 262144])
     p.add_argument("--dim", type=int, nargs="+", default=[576, 640])
-    p.add_argument("--chunk", type=int, default=8192)
+    p.add_argument("--chunk", type=int, nargs="+", default=[8192], help="vocabulary chunk sizes to sweep")
     p.add_argument("--matmul", type=int, default=2048)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--config", action="append", default=[])
@@ -105,15 +111,22 @@ def main(argv=None):
     args = p.parse_args(argv)
     dtype = jnp.dtype(args.dtype)
     dev = jax.devices()[0]
-    res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype}
+    res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype,
+           "jax": jax.__version__}
     res["matmul_peak_gflops"] = peak = matmul_peak(args.matmul, dtype)
     res["quantizer"] = []
     for v, d in zip(args.vocab, args.dim):
-        g = quantizer_gflops(args.tokens, v, d, args.chunk, dtype)
-        res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": args.chunk,
-                                 "gflops": g, "frac_peak": g / peak})
-    res["steps"] = [step_mfu(c, peak, args.set, args.steps) for c in args.config]
-    lines = [f"Device {res['device']}, {args.dtype}; matmul peak {peak:.1f} GFLOP/s ({args.matmul}^3).", "",
+        for chunk in args.chunk:
+            g = quantizer_gflops(args.tokens, v, d, chunk, dtype)
+            res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk,
+                                     "gflops": g, "frac_peak": g / peak})
+    res["steps"] = []
+    for c in args.config:
+        try:
+            res["steps"].append(step_mfu(c, peak, args.set, args.steps))
+        except Exception as e:                     # e.g. out of memory: keep the other rows
+            res["steps"].append({"config": os.path.basename(c), "error": f"{type(e).__name__}: {e}"[:300]})
+    lines = [f"Device {res['device']} (jax {jax.__version__}), {args.dtype}; matmul peak {peak:.1f} GFLOP/s ({args.matmul}^3).", "",
              "| quantizer | tokens | vocab x d | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
     for q in res["quantizer"]:
         lines.append(f"| SAQ search (chunk {q['chunk']}) | {q['tokens']} | {q['vocab']} x {q['dim']} | "
@@ -121,6 +134,9 @@ def main(argv=None):
     if res["steps"]:
         lines += ["", "| train step | batch | image | vocab | s/step | GFLOP/step | MFU |", "|---|---|---|---|---|---|---|"]
         for s in res["steps"]:
+            if "error" in s:
+                lines.append(f"| {s['config']} | failed: {s['error'][:120]} |||||")
+                continue
             lines.append(f"| {s['config']} | {s['batch']} | {s['image']} | {s['vocab']} | {s['step_s']:.3f} | "
                          f"{s['gflop_per_step']:.1f} | {100 * s['mfu']:.0f}% |")
     md = "\n".join(lines) + "\n"

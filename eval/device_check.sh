@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One prepared accelerator check for SPAE: correctness of the quantizer and losses on the
+# accelerator, then the bf16 benchmark (quantizer GFLOP/s at 49k and 262k words, train-step MFU of
+# the tiny and ImageNet-128 configs) against a matmul peak measured in the same run.
+#
+#     OUT=eval_out/device bash eval/device_check.sh
+#
+# Runs under whatever JAX the machine has (no install). Where its Flax/optax cannot run the
+# step, it falls back to the pinned wheels in .whl/ (pip download flax==0.12.8 optax==0.2.8).
+# Everything it measures lands in $OUT: env.txt, tests.log, bench_spae_bf16.{md,json}.
+set -u
+OUT=${OUT:-eval_out/device}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || true
+  $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__); print(jax.devices())"
+} | tee "$OUT/env.txt"
+
+# A one-step smoke run decides whether the machine's Flax/optax will do.
+if ! timeout 120 $PY -m eval.bench_spae --tokens 256 --vocab 1024 --dim 64 --matmul 512 \
+        --config train/configs/spae_tiny.py --steps 1 --out /tmp/smoke >/tmp/smoke.log 2>&1; then
+    echo "machine's flax/optax failed the smoke step; using .whl/ pins" | tee -a "$OUT/env.txt"
+    tail -5 /tmp/smoke.log | tee -a "$OUT/env.txt"
+    $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    $PY -c "import flax, optax; print('now flax', flax.__version__, 'optax', optax.__version__)" | tee -a "$OUT/env.txt"
+fi
+
+# Correctness on the accelerator: SAQ ids against brute force, chunked == unchunked, losses
+# against NumPy (tests that need no LLM weights or datasets).
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_spae_quantizer.py tests/test_spae_losses.py \
+    2>&1 | tail -25 | tee "$OUT/tests.log"
+
+# bf16 benchmark: 65,536 tokens = one ImageNet-128 batch of 256 images x 16 x 16 latent positions.
+timeout 300 $PY -m eval.bench_spae --dtype bfloat16 --tokens 65536 --matmul 8192 \
+    --vocab 49152 262144 --dim 576 640 --chunk 8192 32768 \
+    --config train/configs/spae_tiny.py --config train/configs/spae_imagenet128_gemma.py \
+    --set model.dtype=bfloat16 --steps 3 --out "$OUT/bench_spae_bf16" 2>&1 | tail -20
