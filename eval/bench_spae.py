@@ -8,7 +8,9 @@ against a matmul peak measured in the same run on the same device.
 Codebooks here are random tables of the real sizes (49,152 x 576 as SmolLM2, 262,144 x 640 as
 Gemma 3): the search cost does not depend on the values. The train step uses the config's model
 with a random codebook of the config's vocabulary size (21,163 x 576 for the word-filtered SmolLM2).
-MFU = XLA cost-analysis FLOPs of the compiled step / step time / measured matmul peak.
+MFU = matmul + convolution FLOPs counted from the step's jaxpr (eval.flops; XLA's cost analysis misses
+convolutions on GPU and counts a scan body once) / step time / measured matmul peak.
+`--timings DEVICE.json` recounts the FLOPs of an accelerator run here, keeping its times.
 Not a test: numbers depend on the machine and its load; the JSON records the device.
 """
 
@@ -51,9 +53,12 @@ def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int, dtype) -> fl
     return 2 * tokens * vocab * dim / _time(f, x, cb) / 1e9
 
 
-def step_mfu(config: str, peak: float, overrides=(), steps: int = 3) -> dict:
+def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: float | None = None) -> dict:
+    """Train-step row: FLOPs counted from the step's jaxpr (eval.flops) and, unless `step_s` is
+    given (a timing measured elsewhere), the step timed here from one compiled executable."""
     from flax import nnx
 
+    from eval.flops import count_flops
     from spae.training import StepFn, TrainState, resolve_config
     from train import trainlib
     from train.spae import build_vocab
@@ -76,24 +81,58 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3) -> dict:
 
         batch["sem_ids"], batch["sem_prob"] = random_topk(b, vocab.size, cfg.loss.semantic_k)
     batch = trainlib.shard_batch(batch, mesh)
-    compiled = fn.lower(batch).compile()             # compiled once: timed and costed as is
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0))
+    flops = count_flops(fn._step, fn.train, fn.frozen, batch)
+    row = {"config": os.path.basename(config), "overrides": list(overrides), "batch": b, "image": s,
+           "vocab": vocab.size, "gflop_per_step": flops / 1e9}
+    if step_s is None:
+        compiled = fn.lower(batch).compile()         # compiled once: timed as is
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        row["xla_gflop_per_step"] = float(cost.get("flops", 0.0)) / 1e9   # for comparison only
 
-    def run():
-        fn.train, metrics = compiled(fn.train, fn.frozen, batch)
-        return metrics
+        def run():
+            fn.train, metrics = compiled(fn.train, fn.frozen, batch)
+            return metrics
 
-    jax.block_until_ready(run())
-    t = time.perf_counter()
-    for _ in range(steps):
-        m = run()
-    jax.block_until_ready(m)
-    dt = (time.perf_counter() - t) / steps
-    return {"config": os.path.basename(config), "batch": b, "image": s, "vocab": vocab.size,
-            "step_s": dt, "gflop_per_step": flops / 1e9, "achieved_gflops": flops / dt / 1e9,
-            "mfu": flops / dt / 1e9 / peak}
+        jax.block_until_ready(run())
+        t = time.perf_counter()
+        for _ in range(steps):
+            m = run()
+        jax.block_until_ready(m)
+        step_s = (time.perf_counter() - t) / steps
+    row.update(step_s=step_s, achieved_gflops=flops / step_s / 1e9, mfu=flops / step_s / 1e9 / peak)
+    return row
+
+
+def write_report(res: dict, out: str) -> str:
+    """Write OUT.md / OUT.json from what has been measured so far; returns the markdown."""
+    peak, dtype = res["matmul_peak_gflops"], res["dtype"]
+    lines = [f"Device {res['device']} (jax {res['jax']}), {dtype}; matmul peak {peak:.1f} GFLOP/s "
+             f"({res['matmul_n']}^3).", "",
+             "| quantizer | tokens | vocab x d | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
+    for q in res["quantizer"]:
+        lines.append(f"| SAQ search (chunk {q['chunk']}) | {q['tokens']} | {q['vocab']} x {q['dim']} | "
+                     f"{q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
+    if res["steps"]:
+        lines += ["", "Step FLOPs: matmuls and convolutions counted from the step's jaxpr (eval.flops); "
+                  "MFU = those FLOPs / step time / matmul peak."]
+        if "timings_from" in res:
+            lines += [f"Times, peak and quantizer rows measured on the device above ({res['timings_from']}); "
+                      f"FLOPs counted from the same program on {jax.devices()[0].platform}."]
+        lines += ["", "| train step | batch | image | vocab | s/step | GFLOP/step | MFU |", "|---|---|---|---|---|---|---|"]
+        for s in res["steps"]:
+            if "error" in s:
+                lines.append(f"| {s['config']} | failed: {s['error'][:120]} |||||")
+                continue
+            lines.append(f"| {s['config']} | {s['batch']} | {s['image']} | {s['vocab']} | {s['step_s']:.3f} | "
+                         f"{s['gflop_per_step']:.1f} | {100 * s['mfu']:.0f}% |")
+    md = "\n".join(lines) + "\n"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".md", "w") as f:
+        f.write(md)
+    with open(out + ".json", "w") as f:
+        json.dump(res, f, indent=1)
+    return md
 
 
 def main(argv=None):
@@ -108,44 +147,46 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], help="override for the --config runs")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--out", default="eval_out/bench_spae")
+    p.add_argument("--timings", help="a bench JSON measured elsewhere (an accelerator): keep its peak, "
+                   "quantizer rows and step times, and count the step FLOPs here (no timing is run)")
     args = p.parse_args(argv)
-    dtype = jnp.dtype(args.dtype)
-    dev = jax.devices()[0]
-    res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype,
-           "jax": jax.__version__}
-    res["matmul_peak_gflops"] = peak = matmul_peak(args.matmul, dtype)
-    res["quantizer"] = []
-    for v, d in zip(args.vocab, args.dim):
-        for chunk in args.chunk:
-            g = quantizer_gflops(args.tokens, v, d, chunk, dtype)
-            res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk,
-                                     "gflops": g, "frac_peak": g / peak})
-    res["steps"] = []
+    if args.timings:
+        with open(args.timings) as f:
+            timed = json.load(f)
+        res = {k: timed[k] for k in ("device", "dtype", "jax", "matmul_n", "matmul_peak_gflops", "quantizer")}
+        res.update(steps=[], timings_from=args.timings)
+        peak = res["matmul_peak_gflops"]
+        step_times = {row["config"]: row["step_s"] for row in timed["steps"] if "step_s" in row}
+    else:
+        dtype = jnp.dtype(args.dtype)
+        dev = jax.devices()[0]
+        res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype,
+               "jax": jax.__version__, "matmul_n": args.matmul, "quantizer": [], "steps": []}
+        res["matmul_peak_gflops"] = peak = matmul_peak(args.matmul, dtype)
+        print(f"matmul peak {peak:.1f} GFLOP/s", flush=True)
+        for v, d in zip(args.vocab, args.dim):
+            for chunk in args.chunk:
+                g = quantizer_gflops(args.tokens, v, d, chunk, dtype)
+                res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk,
+                                         "gflops": g, "frac_peak": g / peak})
+                print(f"quantizer {v} x {d} chunk {chunk}: {g:.1f} GFLOP/s", flush=True)
+                write_report(res, args.out)
     for c in args.config:
         try:
-            res["steps"].append(step_mfu(c, peak, args.set, args.steps))
+            step_s = None
+            if args.timings:
+                if os.path.basename(c) not in step_times:
+                    raise SystemExit(f"{args.timings} has no step time for {os.path.basename(c)}; "
+                                     f"it has {sorted(step_times)}")
+                step_s = step_times[os.path.basename(c)]
+            res["steps"].append(step_mfu(c, peak, args.set, args.steps, step_s))
+        except SystemExit:
+            raise
         except Exception as e:                     # e.g. out of memory: keep the other rows
             res["steps"].append({"config": os.path.basename(c), "error": f"{type(e).__name__}: {e}"[:300]})
-    lines = [f"Device {res['device']} (jax {jax.__version__}), {args.dtype}; matmul peak {peak:.1f} GFLOP/s ({args.matmul}^3).", "",
-             "| quantizer | tokens | vocab x d | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
-    for q in res["quantizer"]:
-        lines.append(f"| SAQ search (chunk {q['chunk']}) | {q['tokens']} | {q['vocab']} x {q['dim']} | "
-                     f"{q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
-    if res["steps"]:
-        lines += ["", "| train step | batch | image | vocab | s/step | GFLOP/step | MFU |", "|---|---|---|---|---|---|---|"]
-        for s in res["steps"]:
-            if "error" in s:
-                lines.append(f"| {s['config']} | failed: {s['error'][:120]} |||||")
-                continue
-            lines.append(f"| {s['config']} | {s['batch']} | {s['image']} | {s['vocab']} | {s['step_s']:.3f} | "
-                         f"{s['gflop_per_step']:.1f} | {100 * s['mfu']:.0f}% |")
-    md = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".md", "w") as f:
-        f.write(md)
-    with open(args.out + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    print(md)
+        print(f"step {res['steps'][-1]}", flush=True)
+        write_report(res, args.out)
+    print(write_report(res, args.out))
 
 
 if __name__ == "__main__":
