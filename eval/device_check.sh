@@ -8,6 +8,11 @@
 # Runs under whatever JAX the machine has (no install). Where its Flax/optax cannot run the
 # step, it falls back to the pinned wheels in .whl/ (pip download flax==0.12.8 optax==0.2.8).
 # Everything it measures lands in $OUT: env.txt, tests.log, bench_spae_bf16.{md,json}.
+# docs/results/device_h200 holds one run (H200). Its step FLOPs came from XLA's cost analysis,
+# which misses cuDNN convolutions, so they were recounted from the jaxpr here, keeping its times:
+#     python -m eval.bench_spae --timings docs/results/device_h200/bench_spae_bf16_timings.json \
+#         --config train/configs/spae_tiny.py --config train/configs/spae_imagenet128_gemma.py \
+#         --set model.dtype=bfloat16 --set data.batch_size=64 --out docs/results/device_h200/bench_spae_bf16
 set -u
 OUT=${OUT:-eval_out/device}
 mkdir -p "$OUT"
@@ -32,8 +37,10 @@ fi
 timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_spae_quantizer.py tests/test_spae_losses.py \
     2>&1 | tail -25 | tee "$OUT/tests.log"
 
-# bf16 benchmark: 65,536 tokens = one ImageNet-128 batch of 256 images x 16 x 16 latent positions.
-timeout 300 $PY -m eval.bench_spae --dtype bfloat16 --tokens 65536 --matmul 8192 \
-    --vocab 49152 262144 --dim 576 640 --chunk 8192 32768 \
+# bf16 benchmark: 16,384 tokens = a batch of 64 ImageNet-128 images x 16 x 16 latent positions;
+# the same batch of 64 for the train steps (256 images and 65,536 tokens ran past 300 s, compile
+# and autotuning included). Rows are written as they finish.
+timeout 300 $PY -m eval.bench_spae --dtype bfloat16 --tokens 16384 --matmul 8192 \
+    --vocab 49152 262144 --dim 576 640 --chunk 8192 \
     --config train/configs/spae_tiny.py --config train/configs/spae_imagenet128_gemma.py \
-    --set model.dtype=bfloat16 --steps 3 --out "$OUT/bench_spae_bf16" 2>&1 | tail -20
+    --set model.dtype=bfloat16 --set data.batch_size=64 --steps 3 --out "$OUT/bench_spae_bf16" 2>&1 | grep -v cuda_timer
