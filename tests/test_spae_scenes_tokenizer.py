@@ -1,6 +1,6 @@
-"""The shipped scenes tokenizer (spae/pretrained/scenes32) on freshly rendered test scenes.
+"""The shipped scenes tokenizers (spae/pretrained/scenes32, scenes64) on freshly rendered test scenes.
 
-The failure it guards against is the one every 64 px run fell into: codes that draw only the
+The failure it guards against is the one every 64 px run without the usage-entropy term fell into: codes that draw only the
 background. A flat fill with each image's median colour is that failure's best case, so the
 decoded pyramid must beat it on the object pixels."""
 
@@ -10,15 +10,17 @@ import pytest
 from visiondata import scenes
 
 
-@pytest.fixture(scope="module")
-def tok():
+# (shipped checkpoint, image size, share of scenes whose object pixels must beat 0.75x the fill's
+# error). Measured on 200 test scenes: scenes32 over 90%, scenes64 70%.
+SHIPPED = [("scenes32", 32, 0.9), ("scenes64", 64, 0.55)]
+
+
+@pytest.mark.parametrize("name,size,share", SHIPPED)
+def test_codes_draw_the_objects_not_just_the_background(name, size, share):
     from spae import load_tokenizer
 
-    return load_tokenizer("spae/pretrained/scenes32")
-
-
-def test_codes_draw_the_objects_not_just_the_background(tok):
-    x = scenes.generate(48, size=32, seed=1, split="test").images            # (48, 32, 32, 3) uint8
+    tok = load_tokenizer(f"spae/pretrained/{name}")
+    x = scenes.generate(48, size=size, seed=1, split="test").images          # (48, size, size, 3) uint8
     pyr = tok.encode(x)
     y = tok.decode(pyr, layers=4)
     assert y.shape == x.shape and y.dtype == np.uint8
@@ -27,7 +29,7 @@ def test_codes_draw_the_objects_not_just_the_background(tok):
     assert obj.any(axis=(1, 2)).all()
     err_model = np.array([np.abs(y[i][obj[i]].astype(float) - x[i][obj[i]]).mean() for i in range(len(x))])
     err_fill = np.array([np.abs(bg[i, 0, 0] - x[i][obj[i]].astype(float)).mean() for i in range(len(x))])
-    assert np.mean(err_model < 0.75 * err_fill) > 0.9
+    assert np.mean(err_model < 0.75 * err_fill) > share
     assert len(np.unique(pyr.codes[3])) > 60                                 # not a handful of words
     words = [w for img in tok.to_text(pyr) for w in img[0]]
     colours = set(scenes.COLORS) | {"white", "black", "brown", "grey", "gray"}
