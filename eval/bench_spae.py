@@ -58,7 +58,7 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: flo
     given (a timing measured elsewhere), the step timed here from one compiled executable."""
     from flax import nnx
 
-    from eval.flops import count_flops
+    from eval.flops import jaxpr_flops
     from spae.training import StepFn, TrainState, resolve_config
     from train import trainlib
     from train.spae import build_vocab
@@ -81,7 +81,7 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: flo
 
         batch["sem_ids"], batch["sem_prob"] = random_topk(b, vocab.size, cfg.loss.semantic_k)
     batch = trainlib.shard_batch(batch, mesh)
-    flops = count_flops(fn._step, fn.train, fn.frozen, batch)
+    flops = jaxpr_flops(fn.make_jaxpr(batch).jaxpr)
     row = {"config": os.path.basename(config), "overrides": list(overrides), "batch": b, "image": s,
            "vocab": vocab.size, "gflop_per_step": flops / 1e9}
     if step_s is None:

@@ -253,6 +253,10 @@ class StepFn:
     def lower(self, batch_spec: dict):
         return self._step.lower(self.train, self.frozen, batch_spec)
 
+    def make_jaxpr(self, batch_spec: dict):
+        """The step traced (not compiled) as a ClosedJaxpr, e.g. to count its FLOPs."""
+        return jax.make_jaxpr(self._step)(self.train, self.frozen, batch_spec)
+
     @property
     def state(self) -> TrainState:
         """A TrainState view of the current arrays (for evaluation / export)."""
