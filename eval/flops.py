@@ -27,13 +27,13 @@ def _dot_flops(eqn) -> float:
 
 def _conv_flops(eqn) -> float:
     # Each output element is a dot over (input features / groups) x kernel window: the rhs holds
-    # exactly that many values per output feature. Holds for the transposed convolutions of the
-    # backward pass too (their rhs is the output gradient, its "feature" dim the kernel's).
+    # exactly that many values per output feature. Holds for the convolutions of the backward pass
+    # too, grouped ones included (a weight gradient's rhs is the output gradient, and each kernel
+    # element sums over batch x positions of it).
     rhs = eqn.invars[1].aval.shape
     out = eqn.outvars[0].aval.shape
     rhs_out_dim = eqn.params["dimension_numbers"].rhs_spec[0]
-    per_output = math.prod(rhs) / rhs[rhs_out_dim]
-    return 2.0 * math.prod(out) * per_output / eqn.params.get("batch_group_count", 1)
+    return 2.0 * math.prod(out) * math.prod(rhs) / rhs[rhs_out_dim]
 
 
 def jaxpr_flops(jaxpr: core.Jaxpr) -> float:

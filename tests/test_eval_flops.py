@@ -37,10 +37,12 @@ def test_conv_closed_form_and_xla_cost_analysis(stride, groups):
     assert count_flops(valid, x, w) == pytest.approx(_xla_cpu_flops(valid, x, w), rel=0.01)
 
 
-def test_conv_gradient_is_three_forward_passes():
-    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 6))
-    fwd = count_flops(_conv, x, w)
-    both = count_flops(jax.grad(lambda x, w: _conv(x, w).sum(), argnums=(0, 1)), x, w)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_gradient_is_three_forward_passes(groups):
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4 // groups, 6))
+    conv = lambda x, w: _conv(x, w, groups=groups)
+    fwd = count_flops(conv, x, w)
+    both = count_flops(jax.grad(lambda x, w: conv(x, w).sum(), argnums=(0, 1)), x, w)
     assert both == pytest.approx(3 * fwd)          # forward + input gradient + weight gradient
 
 
