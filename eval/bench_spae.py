@@ -157,6 +157,9 @@ def main(argv=None):
         res.update(steps=[], timings_from=args.timings)
         peak = res["matmul_peak_gflops"]
         step_times = {row["config"]: row["step_s"] for row in timed["steps"] if "step_s" in row}
+        missing = [os.path.basename(c) for c in args.config if os.path.basename(c) not in step_times]
+        if missing:
+            raise SystemExit(f"{args.timings} has no step time for {missing}; it has {sorted(step_times)}")
     else:
         dtype = jnp.dtype(args.dtype)
         dev = jax.devices()[0]
@@ -172,16 +175,9 @@ def main(argv=None):
                 print(f"quantizer {v} x {d} chunk {chunk}: {g:.1f} GFLOP/s", flush=True)
                 write_report(res, args.out)
     for c in args.config:
+        step_s = step_times[os.path.basename(c)] if args.timings else None
         try:
-            step_s = None
-            if args.timings:
-                if os.path.basename(c) not in step_times:
-                    raise SystemExit(f"{args.timings} has no step time for {os.path.basename(c)}; "
-                                     f"it has {sorted(step_times)}")
-                step_s = step_times[os.path.basename(c)]
             res["steps"].append(step_mfu(c, peak, args.set, args.steps, step_s))
-        except SystemExit:
-            raise
         except Exception as e:                     # e.g. out of memory: keep the other rows
             res["steps"].append({"config": os.path.basename(c), "error": f"{type(e).__name__}: {e}"[:300]})
         print(f"step {res['steps'][-1]}", flush=True)
