@@ -58,3 +58,44 @@ def test_train_resume_export(tmp_path, capsys, loss="siglip"):
     assert clip.relevance(np.zeros((1, 32, 32, 3), np.uint8), ["red", "circle"]).shape == (1, 2)
     # the export lists the words of its training texts (scene captions and class prompts)
     assert {"circle", "coat", "photo"} <= clip.known_words and "zebra" not in clip.known_words
+
+
+@pytest.mark.parametrize("mode", ["class", "aliases"])
+def test_fashion_mnist_prompts_name_the_class(mode, tmp_path):
+    """Every Fashion-MNIST text in a batch is a template around one of its own class's names; with
+    aliases every everyday name of every class is drawn, and the export's word list has them."""
+    pytest.importorskip("backbones.llm.api")
+    from backbones.clip import loaders
+    from backbones.clip.evaluate import FMNIST_TEMPLATES
+    from backbones.clip.llm_text import llm_token_assets
+    from backbones.clip.tokenizer import llm_tokenizer
+    from train import contrastive
+    from train.trainlib import load_config
+    from visiondata import fashion_mnist
+
+    cfg = load_config("train/configs/contrastive_offline.py", TINY + [f"data.fmnist_names={mode}"])
+    tok = llm_tokenizer(llm_token_assets(name=cfg.model.llm)[0], cfg.data.context_length, cfg.model.llm)
+    data = contrastive.TrainData(cfg, tok)
+    names = contrastive.fashion_mnist_names(mode)
+    allowed = [{tuple(tok([t.format(n)], cfg.data.context_length)[0]) for n in ns for t in FMNIST_TEMPLATES}
+               for ns in names]
+    by_row = {tuple(r): n for ns in names for n in ns for r in tok([t.format(n) for t in FMNIST_TEMPLATES],
+                                                                     cfg.data.context_length)}
+    seen = set()
+    for step in range(1, 41):
+        b = data.batch(step)
+        fm = slice(cfg.data.scene_batch, None)
+        labels = b["keys"][fm] - data.num_scene_texts
+        for row, lab in zip(b["tokens"][fm], labels):
+            assert tuple(row) in allowed[lab]
+            seen.add(by_row[tuple(row)])
+    assert seen == {n for ns in names for n in ns}
+    loaders.save_known_words(str(tmp_path), data.texts)        # what the export writes
+    words = loaders.read_known_words(str(tmp_path))
+    if mode == "aliases":
+        assert {"pants", "sweater", "shoe", "handbag"} <= words
+        assert names[fashion_mnist.CLASS_NAMES.index("trouser")][0] == "trouser"
+    else:
+        assert "pants" not in words and names == [[c] for c in fashion_mnist.CLASS_NAMES]
+    with pytest.raises(ValueError, match="fmnist_names"):
+        contrastive.fashion_mnist_names("synonyms")

@@ -53,6 +53,16 @@ def model_config(cfg, vocab_size: int, token_dim: int, eos_id: int) -> CLIPConfi
         image_mean=(0.5, 0.5, 0.5), image_std=(0.25, 0.25, 0.25))
 
 
+def fashion_mnist_names(mode: str) -> list[list[str]]:
+    """Per Fashion-MNIST class, the names its training prompts use: "class" (the class name only) or
+    "aliases" (the class name or an everyday name, `fashion_mnist.CLASS_ALIASES`, drawn per image)."""
+    if mode == "class":
+        return [[c] for c in fashion_mnist.CLASS_NAMES]
+    if mode == "aliases":
+        return [list(fashion_mnist.CLASS_ALIASES[c]) for c in fashion_mnist.CLASS_NAMES]
+    raise ValueError(f"data.fmnist_names must be 'class' or 'aliases'; got {mode!r}")
+
+
 class TrainData:
     """Pre-tokenised texts and the images; batches are drawn by two resumable ArrayLoaders."""
 
@@ -68,9 +78,13 @@ class TrainData:
         if d.get("fmnist_limit"):
             x, y = x[: d.fmnist_limit], y[: d.fmnist_limit]
         self.fm_images, self.fm_labels = fashion_mnist.to_rgb(x, d.image_size), y  # (60000, S, S, 3)
-        prompts = [t.format(c) for c in fashion_mnist.CLASS_NAMES for t in FMNIST_TEMPLATES]
-        self.texts = texts + prompts                                                 # every training text
-        self.fm_tokens = tokenizer(prompts, d.context_length).reshape(10, len(FMNIST_TEMPLATES), -1)
+        names = fashion_mnist_names(d.get("fmnist_names", "class"))                # per class: (A,) names
+        self.num_names = np.array([len(n) for n in names])                           # (10,)
+        width = int(self.num_names.max())
+        prompts = [t.format(n[a % len(n)]) for n in names for a in range(width) for t in FMNIST_TEMPLATES]
+        self.texts = texts + sorted(set(prompts))                                    # every training text
+        # (10, A, templates, T); a class with fewer names repeats them (never drawn: a < num_names).
+        self.fm_tokens = tokenizer(prompts, d.context_length).reshape(10, width, len(FMNIST_TEMPLATES), -1)
         self.scene_loader = pipeline.ArrayLoader({"i": np.arange(len(self.scene_images))}, d.scene_batch,
                                                  seed=cfg.seed)
         self.fm_loader = pipeline.ArrayLoader({"i": np.arange(len(y))}, d.fmnist_batch, seed=cfg.seed + 1)
@@ -84,9 +98,12 @@ class TrainData:
         cap = self.scene_caption_ids[si, rng.integers(0, 6, len(si))]                # (Bs,) caption text ids
         lab = self.fm_labels[fi]
         tmpl = rng.integers(0, len(FMNIST_TEMPLATES), len(fi))
+        name = np.zeros(len(fi), np.int64)
+        if self.num_names.max() > 1:                # drawn after the template: class-name runs are unchanged
+            name = (rng.random(len(fi)) * self.num_names[lab]).astype(np.int64)
         return {
             "images": np.concatenate([self.scene_images[si], self.fm_images[fi]]),   # (B, S, S, 3) uint8
-            "tokens": np.concatenate([self.scene_tokens[cap], self.fm_tokens[lab, tmpl]]),  # (B, T)
+            "tokens": np.concatenate([self.scene_tokens[cap], self.fm_tokens[lab, name, tmpl]]),  # (B, T)
             # Equal keys = mutual positives: a scene caption's text id, or the class (offset past them).
             "keys": np.concatenate([cap, self.num_scene_texts + lab]).astype(np.int32),
         }

@@ -31,6 +31,20 @@ CLASS_NAMES = [
     "t-shirt", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 ]
+# Everyday names of each class (the class name first), for training text that says "pants" as well
+# as "trouser". A name that belongs to another class too ("shirt" for a t-shirt) is left out.
+CLASS_ALIASES = {
+    "t-shirt": ["t-shirt", "tee", "top"],
+    "trouser": ["trouser", "trousers", "pants", "jeans"],
+    "pullover": ["pullover", "sweater", "jumper", "knit sweater"],
+    "dress": ["dress", "gown"],
+    "coat": ["coat", "jacket"],
+    "sandal": ["sandal", "sandals", "heels", "flip flop"],
+    "shirt": ["shirt", "blouse"],
+    "sneaker": ["sneaker", "sneakers", "shoe", "trainers"],
+    "bag": ["bag", "handbag", "purse"],
+    "ankle boot": ["ankle boot", "boot", "boots"],
+}
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

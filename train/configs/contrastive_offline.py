@@ -28,6 +28,7 @@ def get_config():
             scene_batch=96,               # per step: this many scenes ...
             fmnist_batch=96,              # ... and this many Fashion-MNIST images
             fmnist_limit=0,               # >0: only the first N training images (tests)
+            fmnist_names="class",         # "aliases": prompts also say "pants", "sweater", "shoe", ...
             context_length=32,            # LLM tokens per text (scene captions need <= 24)
         ),
         model=Config(
