@@ -35,6 +35,12 @@ from backbones.clip.tokenizer import BPETokenizer, tokenizer_from_spec
 
 OFFLINE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offline")
 OFFLINE_NAMES = ("offline", "llmsight-offline")
+# Shipped offline models by name -> (directory, how it was trained).
+OFFLINE_MODELS = {
+    **{n: (OFFLINE_DIR, "--config train/configs/contrastive_offline.py") for n in OFFLINE_NAMES},
+    "offline-aliases": (os.path.join(os.path.dirname(OFFLINE_DIR), "offline_aliases"),
+                        "--config train/configs/contrastive_offline.py --set data.fmnist_names=aliases"),
+}
 
 
 def _bucket(n: int, step: int = 8) -> int:
@@ -186,20 +192,21 @@ def load_clip(name_or_path: str | None = None, *, config: str | CLIPConfig | Non
               tokenizer=None, llm=None) -> ClipModel:
     """Load a CLIP model.
 
-    ``name_or_path``: ``None`` / ``"offline"`` (the repo's offline stand-in), a directory of ours
+    ``name_or_path``: ``None`` / ``"offline"`` (the repo's offline stand-in), ``"offline-aliases"`` (the
+    same, trained with everyday class names too: the Fashion-MNIST SPAE's teacher), a directory of ours
     (``config.json`` with ``"format": "llmsight-clip"``), a Hugging Face ``CLIPModel`` directory, or an
     OpenAI / open_clip state-dict file (.safetensors / .npz / .bin / .pt). For state dicts, ``config``
     (a named architecture such as ``"ViT-B/32"`` or a :class:`CLIPConfig`) fixes the architecture, else
     it is read from the shapes with ``act``. ``tokenizer``: override the text tokenizer. ``llm``: a
     loaded LLM whose embeddings feed a text tower built on them (else they are read from its GGUF).
     """
-    if name_or_path is None or name_or_path in OFFLINE_NAMES:
-        if not os.path.exists(os.path.join(OFFLINE_DIR, "model.safetensors")):
+    if name_or_path is None or name_or_path in OFFLINE_MODELS:
+        directory, how = OFFLINE_MODELS[name_or_path or "offline"]
+        if not os.path.exists(os.path.join(directory, "model.safetensors")):
             raise FileNotFoundError(
-                f"the offline CLIP checkpoint is missing from {OFFLINE_DIR}; retrain it with "
-                "`python -m train.contrastive --config train/configs/contrastive_offline.py --workdir DIR` "
-                f"and copy DIR/export/* there")
-        name_or_path = OFFLINE_DIR
+                f"the offline CLIP checkpoint is missing from {directory}; retrain it with "
+                f"`python -m train.contrastive {how} --workdir DIR` and copy DIR/export/* there")
+        name_or_path = directory
     if name_or_path in CONFIGS or name_or_path in ALIASES:
         raise FileNotFoundError(
             f"{name_or_path!r} is an architecture, and no weights for it ship offline; download the checkpoint "

@@ -36,7 +36,7 @@ def get_config():
     # VQ-VAE default (0.25, a per-element mean) z drifted away and code usage collapsed.
     # Semantic negatives: without them the top token settled on hub words ("and", "most"), 0% hits.
     c.loss.update(commit=50.0, semantic=0.5, semantic_layers=(1,), semantic_temp=1.0,
-                  semantic_negatives=True, semantic_warmup=50, relevance="clip", relevance_words="known",
+                  semantic_negatives=True, semantic_warmup=50, relevance="clip", relevance_words="known", clip="offline-aliases",
                   semantic_tau=0.01, semantic_k=16, entropy=1.0)
     c.optim.update(lr=2e-3, warmup=100)
     c.train.update(steps=500, log_every=25, ckpt_every=50)
