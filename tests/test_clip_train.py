@@ -77,8 +77,6 @@ def test_fashion_mnist_prompts_name_the_class(mode, tmp_path):
     tok = llm_tokenizer(llm_token_assets(name=cfg.model.llm)[0], cfg.data.context_length, cfg.model.llm)
     data = contrastive.TrainData(cfg, tok)
     names = contrastive.fashion_mnist_names(mode)
-    allowed = [{tuple(tok([t.format(n)], cfg.data.context_length)[0]) for n in ns for t in FMNIST_TEMPLATES}
-               for ns in names]
     by_row = {tuple(r): n for ns in names for n in ns for r in tok([t.format(n) for t in FMNIST_TEMPLATES],
                                                                      cfg.data.context_length)}
     seen = set()
@@ -87,7 +85,7 @@ def test_fashion_mnist_prompts_name_the_class(mode, tmp_path):
         fm = slice(cfg.data.scene_batch, None)
         labels = b["keys"][fm] - data.num_scene_texts
         for row, lab in zip(b["tokens"][fm], labels):
-            assert tuple(row) in allowed[lab]
+            assert by_row.get(tuple(row)) in names[lab]         # a template around one of its class's names
             seen.add(by_row[tuple(row)])
     assert seen == {n for ns in names for n in ns}
     loaders.save_known_words(str(tmp_path), data.texts)        # what the export writes
