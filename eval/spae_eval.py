@@ -79,6 +79,10 @@ def latent_stats(tok, images, batch_size: int = 256) -> dict:
 
     quantization_error, per depth l: E||zhat_l - z||^2 / E||z||^2 over all latent positions, zhat_l
     the SAQ running average after l layers (0: z kept exactly; 1: as far off as zero).
+    spread_error, per depth l: E||zhat_l - z||^2 / E||z - E z||^2, the same error against z's
+    spread around its mean latent (1: no closer than that one constant vector). A latent with a
+    large common offset scores a small quantization_error while losing all its variation; this
+    one says how much of what differs between positions and images the pyramid keeps.
     continuous_psnr: PSNR (dB) of the decoder applied to z itself, skipping quantization (the
     ceiling of an autoencoder control trained that way; an SPAE decoder never sees z in training).
     """
@@ -92,22 +96,27 @@ def latent_stats(tok, images, batch_size: int = 256) -> dict:
     graphdef, state = nnx.split(tok.model)
 
     @jax.jit
-    def stats(state, x):                      # uint8 (B, S, S, C) -> (L,) error sums, ||z||^2 sum, uint8 decode(z)
+    def stats(state, x):   # uint8 (B, S, S, C) -> (L,) error sums, ||z||^2 sum, (d,) z sum, uint8 decode(z)
         m = nnx.merge(graphdef, state)
         z = m.encode(x.astype(jnp.float32) / 127.5 - 1.0)
         _, zhat, _ = m.quantize(z)
         y = jnp.clip(jnp.round((m.decode(z) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-        return jnp.stack([jnp.sum((zh - z) ** 2) for zh in zhat]), jnp.sum(z ** 2), y
+        return (jnp.stack([jnp.sum((zh - z) ** 2) for zh in zhat]), jnp.sum(z ** 2),
+                jnp.sum(z, axis=(0, 1, 2)), y)
 
     images = np.asarray(images)
     x = to_model_images(images, cfg.image_size, cfg.channels, tok.prep)
-    err, norm, decoded = np.zeros(tok.num_layers), 0.0, []
+    err, norm, total, count, decoded = np.zeros(tok.num_layers), 0.0, 0.0, 0, []
     for i in range(0, len(x), batch_size):
-        e, n, y = stats(state, jnp.asarray(x[i:i + batch_size]))
+        e, n, zs, y = stats(state, jnp.asarray(x[i:i + batch_size]))
         err, norm = err + np.asarray(e, np.float64), norm + float(n)
+        total = total + np.asarray(zs, np.float64)
+        count += y.shape[0] * cfg.grid * cfg.grid                          # latent positions seen
         decoded.append(np.asarray(y))
+    spread = norm - count * float(np.sum((total / count) ** 2))           # sum ||z - mean z||^2
     rec = from_model_images(np.concatenate(decoded), images.shape, tok.prep)
     return {"quantization_error": [float(v / norm) for v in err],
+            "spread_error": [float(v / spread) for v in err],
             "continuous_psnr": float(psnr_uint8(rec, images).mean())}
 
 
@@ -138,8 +147,8 @@ def evaluate(tok, images, labels, class_names) -> dict:
                               "psnr": float(psnr_uint8(rec, images).mean()),
                               "usage": usage_stats(pyr.codes[k - 1], tok.vocab.size)})
     latent = latent_stats(tok, images)
-    for layer, q in zip(res["layers"], latent["quantization_error"]):
-        layer["quantization_error"] = q
+    for layer, q, r in zip(res["layers"], latent["quantization_error"], latent["spread_error"]):
+        layer["quantization_error"], layer["spread_error"] = q, r
     res["continuous_psnr"] = latent["continuous_psnr"]
     res["flat_fill_psnr"] = float(psnr_uint8(flat_fill(images), images).mean())
     res["hit_rate"] = hit_rates(tok, pyr, labels, class_names)
@@ -156,17 +165,20 @@ def evaluate(tok, images, labels, class_names) -> dict:
 def to_markdown(res: dict, title: str) -> str:
     lines = [f"### {title}", "",
              f"{res['num_images']} test images; codebook {res['vocab_size']} word tokens of the frozen LLM.", "",
-             "| depth | tokens | layer grid | PSNR (dB) | layer codes used | layer perplexity | latent error |",
-             "|---|---|---|---|---|---|---|"]
+             "| depth | tokens | layer grid | PSNR (dB) | layer codes used | layer perplexity | latent error "
+             "| error / spread |",
+             "|---|---|---|---|---|---|---|---|"]
     for l in res["layers"]:
-        q = f"{l['quantization_error']:.3f}" if "quantization_error" in l else "-"
+        q, r = (f"{l[k]:.3f}" if k in l else "-" for k in ("quantization_error", "spread_error"))
         lines.append(f"| {l['depth']} | {l['tokens']} | {l['grid']} | {l['psnr']:.2f} | "
                      f"{l['usage']['distinct']} ({100 * l['usage']['fraction']:.1f}%) | {l['usage']['perplexity']:.1f} "
-                     f"| {q} |")
+                     f"| {q} | {r} |")
     h = res["hit_rate"]
     if "quantization_error" in res["layers"][0]:
         lines += ["", "Latent error: ||zhat - z||^2 / ||z||^2 between the encoder output z and its quantized "
-                  "running average after that many layers (0 keeps z exactly). The decoder applied to z "
+                  "running average after that many layers (0 keeps z exactly). Error / spread: the same "
+                  "error over ||z - mean z||^2, z's variation around its mean latent (1: the pyramid keeps "
+                  "no more of it than that one constant vector would). The decoder applied to z "
                   f"itself, skipping quantization, scores {res['continuous_psnr']:.2f} dB."]
     if "flat_fill_psnr" in res:
         lines += ["", f"Reference: each image filled with its median colour scores {res['flat_fill_psnr']:.2f} dB."]

@@ -82,7 +82,7 @@ def test_top_layer_names_the_class(tok, images, llm):
 
 
 def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
-    """eval.spae_eval.quantization_error against z and zhat rebuilt in NumPy from the token ids."""
+    """eval.spae_eval's quantization and spread errors against z and zhat rebuilt in NumPy from the token ids."""
     from eval.spae_eval import latent_stats
     from spae.data import to_model_images
 
@@ -97,6 +97,8 @@ def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
         running += np.repeat(np.repeat(table[codes], s, axis=1), s, axis=2)
         want = np.sum((running / depth - z) ** 2) / np.sum(z ** 2)
         assert got[depth - 1] == pytest.approx(want, rel=1e-4)
+        spread = np.sum((z - z.mean(axis=(0, 1, 2))) ** 2)
+        assert stats["spread_error"][depth - 1] == pytest.approx(np.sum((running / depth - z) ** 2) / spread, rel=1e-4)
     assert 0 < got[-1] < got[0] < 2
     y = tok.model.decode(z.astype(np.float32))
     rec = np.clip(np.round((np.asarray(y) + 1.0) * 127.5), 0, 255).astype(np.uint8)
