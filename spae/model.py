@@ -34,6 +34,7 @@ class ModelConfig:
     dtype: str = "float32"               # compute dtype of the convolutions (bfloat16 on accelerators)
     codebook_norm: str = "none"          # none | sphere | center_sphere: geometry of the search (codebook.py)
     code_dim: int = 0                    # 0: SAQ in the LLM embedding space; > 0: in a learned projection
+    straight_through: str = "identity"   # identity | rotation: how the pyramid's gradient reaches z
 
     @property
     def factor(self) -> int:
@@ -193,7 +194,8 @@ class SPAE(nnx.Module):
         return table if self.encoder.code_proj is None else self.encoder.code_proj(table)
 
     def quantize(self, z):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
-        return saq_quantize_aux(z, self.codes(), self.cfg.strides, chunk_size=self.cfg.chunk_size)
+        return saq_quantize_aux(z, self.codes(), self.cfg.strides, chunk_size=self.cfg.chunk_size,
+                                straight_through=self.cfg.straight_through)
 
     def decode(self, zhat):  # (B, h, w, d) -> (B, H, W, C)
         return self.decoder(zhat)

@@ -14,7 +14,9 @@ so zhat_l is the mean of the l embeddings chosen above each position, and any pr
 layers is an average of real word embeddings.
 
 Straight-through: the returned zhat_l carries the exact value of the average forward and
-passes its gradient unchanged to z backward. Nearest-neighbour search is chunked over the
+passes its gradient unchanged to z backward (`straight_through="identity"`), or through the
+rotation and rescaling that carry z onto zhat_l (`"rotation"`: the rotation trick of Fifty et
+al., 2024; value unchanged, gradient lambda * R^T g with R z / |z| = zhat_l / |zhat_l|). Nearest-neighbour search is chunked over the
 vocabulary with matmul distances: memory (tokens x chunk), never (tokens x vocab x d).
 """
 
@@ -127,11 +129,33 @@ def _st_bwd(_, g):
 _straight_through.defvjp(_st_fwd, _st_bwd)
 
 
+def _rotation_through(z, q, eps: float = 1e-6):
+    """Value q (up to rounding), gradient to z through the fixed map z -> lambda * R z.
+
+    z, q: (..., d). Per vector, with u = z/|z|, v = q/|q| and w = (u + v)/|u + v|:
+    R = I - 2 w w^T + 2 v u^T rotates u onto v, and lambda = |q| / |z| rescales; both are
+    held constant (stop_gradient), so the gradient reaching z is lambda * R^T g.
+    """
+    sg = jax.lax.stop_gradient
+    zn = jnp.linalg.norm(sg(z), axis=-1, keepdims=True) + eps
+    qn = jnp.linalg.norm(sg(q), axis=-1, keepdims=True)
+    u, v = sg(z) / zn, sg(q) / jnp.maximum(qn, eps)
+    w = u + v
+    w = w / (jnp.linalg.norm(w, axis=-1, keepdims=True) + eps)
+    rz = (z - 2.0 * w * jnp.sum(w * z, -1, keepdims=True) + 2.0 * v * jnp.sum(u * z, -1, keepdims=True))
+    return (qn / zn) * rz
+
+
+STRAIGHT_THROUGH = {"identity": lambda z, q: _straight_through(z, q), "rotation": _rotation_through}
+
+
 def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,
-                     chunk_size: int | None = DEFAULT_CHUNK, precision=None):
+                     chunk_size: int | None = DEFAULT_CHUNK, precision=None,
+                     straight_through: str = "identity"):
     """SAQ with auxiliary outputs.
 
     z: (B, h, w, d) float; codebook: (V, d); strides: one int per layer, each dividing h and w.
+    straight_through: "identity" or "rotation" (how zhat's gradient reaches z; module docstring).
     Returns (ids, zhat, aux):
       ids:  list of (B, h_l, w_l) int32, one per layer
       zhat: list of (B, h, w, d) running averages (straight-through to z)
@@ -150,6 +174,9 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         raise ValueError(f"codebook must be (V, d={z.shape[-1]}); got {codebook.shape}")
     b, h, w, d = z.shape
     check_strides(h, w, strides)
+    if straight_through not in STRAIGHT_THROUGH:
+        raise ValueError(f"straight_through must be one of {sorted(STRAIGHT_THROUGH)}; got {straight_through!r}")
+    through = STRAIGHT_THROUGH[straight_through]
     search = jax.lax.stop_gradient(codebook)
     v = codebook.shape[0]
 
@@ -165,7 +192,7 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         zhat_l = ((l - 1) * zhat_prev + upsample(e, s)) / l
         ids.append(k)
         targets.append(target)
-        zhats.append(_straight_through(z, zhat_l))
+        zhats.append(through(z, zhat_l))
         commits.append(jnp.mean(jnp.square(z - jax.lax.stop_gradient(zhat_l))))
         code_losses.append(jnp.mean(jnp.square(jax.lax.stop_gradient(z) - zhat_l)))
         usages.append(jnp.sum(jnp.zeros((v,), jnp.int32).at[k.reshape(-1)].set(1)))

@@ -111,6 +111,35 @@ def test_straight_through_gradient_and_commit(data):
     assert not np.any(np.asarray(cb_grad))
 
 
+def test_rotation_straight_through_keeps_the_value_and_rotates_the_gradient(data):
+    """Forward: the same ids and zhat as the identity estimator. Backward: per position, the
+    gradient lambda * R^T g with R an explicit NumPy rotation taking z/|z| onto zhat/|zhat|."""
+    z, codebook = data
+    rng = np.random.default_rng(1)
+    ids_i, zhat_i, _ = saq_quantize_aux(z, codebook, STRIDES)
+    ids_r, zhat_r, _ = saq_quantize_aux(z, codebook, STRIDES, straight_through="rotation")
+    for a, b in zip(ids_i, ids_r):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(zhat_i, zhat_r):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+    layer = len(STRIDES) - 1
+    g = rng.normal(size=z.shape).astype(np.float32)
+    got = jax.grad(lambda zz: jnp.sum(saq_quantize_aux(zz, codebook, STRIDES, straight_through="rotation")[1][layer]
+                                      * g))(jnp.asarray(z))
+    q = np.asarray(zhat_i[layer], np.float64).reshape(-1, z.shape[-1])
+    zz, gg = np.asarray(z, np.float64).reshape(q.shape), np.asarray(g, np.float64).reshape(q.shape)
+    want = []
+    for zi, qi, gi in zip(zz, q, gg):
+        u, v = zi / np.linalg.norm(zi), qi / np.linalg.norm(qi)
+        w = (u + v) / np.linalg.norm(u + v)
+        rot = np.eye(len(u)) - 2 * np.outer(w, w) + 2 * np.outer(v, u)
+        np.testing.assert_allclose(rot @ u, v, atol=1e-9)                      # R carries z's direction onto zhat's
+        want.append(np.linalg.norm(qi) / np.linalg.norm(zi) * rot.T @ gi)
+    np.testing.assert_allclose(np.asarray(got).reshape(q.shape), np.array(want), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="straight_through"):
+        saq_quantize_aux(z, codebook, STRIDES, straight_through="gumbel")
+
+
 def test_usage_counts_distinct_codes(data):
     z, codebook = data
     ids, _, aux = saq_quantize_aux(z, codebook, STRIDES)
