@@ -16,8 +16,9 @@ layers is an average of real word embeddings.
 Straight-through: the returned zhat_l carries the exact value of the average forward and
 passes its gradient unchanged to z backward (`straight_through="identity"`), or through the
 rotation and rescaling that carry z onto zhat_l (`"rotation"`: the rotation trick of Fifty et
-al., 2024; value unchanged, gradient lambda * R^T g with R z / |z| = zhat_l / |zhat_l|). Nearest-neighbour search is chunked over the
-vocabulary with matmul distances: memory (tokens x chunk), never (tokens x vocab x d).
+al., 2024; value unchanged, gradient lambda * R^T g with R z / |z| = zhat_l / |zhat_l|).
+Nearest-neighbour search is chunked over the vocabulary with matmul distances: memory
+(tokens x chunk), never (tokens x vocab x d).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _rotation_through(z, q, eps: float = 1e-6):
     return (qn / zn) * rz
 
 
-STRAIGHT_THROUGH = {"identity": lambda z, q: _straight_through(z, q), "rotation": _rotation_through}
+STRAIGHT_THROUGH = {"identity": _straight_through, "rotation": _rotation_through}
 
 
 def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,

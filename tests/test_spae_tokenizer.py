@@ -95,10 +95,10 @@ def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
     pyr, running = tok.encode(x), np.zeros_like(z)
     for depth, (codes, s) in enumerate(zip(pyr.codes, tok.strides), start=1):
         running += np.repeat(np.repeat(table[codes], s, axis=1), s, axis=2)
-        want = np.sum((running / depth - z) ** 2) / np.sum(z ** 2)
-        assert got[depth - 1] == pytest.approx(want, rel=1e-4)
-        spread = np.sum((z - z.mean(axis=(0, 1, 2))) ** 2)
-        assert stats["spread_error"][depth - 1] == pytest.approx(np.sum((running / depth - z) ** 2) / spread, rel=1e-4)
+        err = np.sum((running / depth - z) ** 2)
+        assert got[depth - 1] == pytest.approx(err / np.sum(z ** 2), rel=1e-4)
+        spread = np.sum((z - z.mean(axis=(0, 1, 2))) ** 2)              # around the mean latent
+        assert stats["spread_error"][depth - 1] == pytest.approx(err / spread, rel=1e-4)
     assert 0 < got[-1] < got[0] < 2
     y = tok.model.decode(z.astype(np.float32))
     rec = np.clip(np.round((np.asarray(y) + 1.0) * 127.5), 0, 255).astype(np.uint8)
