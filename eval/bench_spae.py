@@ -2,6 +2,7 @@
 against a matmul peak measured in the same run on the same device.
 
     python -m eval.bench_spae [--tokens 1024] [--vocab 49152 262144] [--dim 576 640] [--chunk 8192 ...]
+                              [--entropy 32 576]
                               [--config train/configs/spae_fmnist32.py] [--dtype float32|bfloat16]
                               [--out eval_out/bench_spae]
 
@@ -51,6 +52,19 @@ def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int, dtype) -> fl
     cb = jax.random.normal(jax.random.key(3), (vocab, dim), dtype)
     f = jax.jit(lambda x, cb: nearest_code(x, cb, chunk_size=chunk))
     return 2 * tokens * vocab * dim / _time(f, x, cb) / 1e9
+
+
+def entropy_times(n: int, vocab: int, dim: int) -> dict:
+    """Value-and-gradient time of spae.losses.usage_entropy_loss on N positions: one (N, V) block
+    with autodiff (row_chunk=N) against its default (row-chunked on a CPU for a small table)."""
+    from spae.losses import usage_entropy_loss
+
+    t = 0.3 * jax.random.normal(jax.random.key(4), (n, dim))
+    cb = 0.3 * jax.random.normal(jax.random.key(5), (vocab, dim))
+    grad = lambda f: jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+    plain = _time(grad(lambda t, cb: usage_entropy_loss(t[:, None, None], cb, 1.0, row_chunk=n)), t, cb)
+    chunked = _time(grad(lambda t, cb: usage_entropy_loss(t[:, None, None], cb, 1.0)), t, cb)
+    return {"positions": n, "vocab": vocab, "dim": dim, "plain_s": plain, "chunked_s": chunked}
 
 
 def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: float | None = None) -> dict:
@@ -113,6 +127,14 @@ def write_report(res: dict, out: str) -> str:
     for q in res["quantizer"]:
         lines.append(f"| SAQ search (chunk {q['chunk']}) | {q['tokens']} | {q['vocab']} x {q['dim']} | "
                      f"{q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
+    if res.get("entropy"):
+        lines += ["", "Usage-entropy term (loss.entropy), value and gradient: spae.losses.usage_entropy_loss "
+                  "as one (N, V) block with autodiff (plain) against its default (chunked: row blocks "
+                  "with a hand-written gradient, on a CPU for a table of at most 16 MB).", "",
+                  "| positions | vocab x d | plain s | chunked s | speed-up |", "|---|---|---|---|---|"]
+        for e in res["entropy"]:
+            lines.append(f"| {e['positions']} | {e['vocab']} x {e['dim']} | {e['plain_s']:.3f} | "
+                         f"{e['chunked_s']:.3f} | {e['plain_s'] / e['chunked_s']:.2f}x |")
     if res["steps"]:
         lines += ["", "Step FLOPs: matmuls and convolutions counted from the step's jaxpr (eval.flops); "
                   "MFU = those FLOPs / step time / matmul peak."]
@@ -142,6 +164,9 @@ def main(argv=None):
     p.add_argument("--dim", type=int, nargs="+", default=[576, 640])
     p.add_argument("--chunk", type=int, nargs="+", default=[8192], help="vocabulary chunk sizes to sweep")
     p.add_argument("--matmul", type=int, default=2048)
+    p.add_argument("--entropy", type=int, nargs="*", default=[32, 576], metavar="D",
+                   help="code widths of the usage-entropy rows (21,163 words, 680 positions: the "
+                        "fmnist32 pyramid of batch 8); none to skip")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--config", action="append", default=[])
     p.add_argument("--set", action="append", default=[], help="override for the --config runs")
@@ -174,6 +199,11 @@ def main(argv=None):
                                          "gflops": g, "frac_peak": g / peak})
                 print(f"quantizer {v} x {d} chunk {chunk}: {g:.1f} GFLOP/s", flush=True)
                 write_report(res, args.out)
+        res["entropy"] = []
+        for d in args.entropy:
+            res["entropy"].append(entropy_times(680, 21163, d))
+            print(f"entropy {res['entropy'][-1]}", flush=True)
+            write_report(res, args.out)
     for c in args.config:
         step_s = step_times[os.path.basename(c)] if args.timings else None
         try:

@@ -5,6 +5,7 @@ All images are float in [-1, 1], (B, H, W, C).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -171,17 +172,34 @@ def semantic_loss(target, topk_emb, topk_prob, temperature: float, neg_emb=None,
     return -jnp.mean(jnp.sum(topk_prob[:, None, None, :] * logp, axis=-1))
 
 
-def usage_entropy_loss(target, codebook, temperature: float):
+def usage_entropy_loss(target, codebook, temperature: float, row_chunk: int | None = None):
     """Codebook-usage regulariser: mean per-position entropy minus the entropy of the batch mean.
 
     target: (B, h, w, d) vectors a layer matches; codebook: (V, d).
     q = softmax_v(-||target - e_v||^2 / temperature) at every position (N = B*h*w of them);
     loss = mean_n H(q_n) - H(mean_n q_n), in nats. Low when each position is confidently near one
     word and the batch spreads over many words: it fights the few hub words every latent is
-    nearest to. Holds an (N, V) matrix (no d axis); meant for small vocabularies or batches.
+    nearest to.
+
+    row_chunk < N: computed that many positions at a time, forward and backward, with a
+    hand-written gradient that recomputes each (row_chunk, V) block instead of storing (N, V)
+    ones; on a CPU the blocks stay in cache (`python -m eval.bench_spae` times both forms).
+    row_chunk >= N: one (N, V) block, autodiff gradient. None: about 2^20 / V rows on a CPU when
+    the table fits in 16 MB; otherwise one block (re-reading a large table per chunk costs more
+    than it saves, and accelerators prefer one block).
     """
-    t = target.reshape(-1, target.shape[-1]).astype(jnp.float32)
-    e = codebook.astype(jnp.float32)
+    t = target.reshape(-1, target.shape[-1]).astype(jnp.float32)     # (N, d)
+    e = codebook.astype(jnp.float32)                                   # (V, d)
+    n, v = t.shape[0], e.shape[0]
+    if row_chunk is None:
+        small = e.size * 4 <= (16 << 20) and jax.default_backend() == "cpu"
+        row_chunk = max(8, (1 << 20) // v) if small else n
+    if row_chunk >= n:
+        return _usage_entropy_plain(t, e, temperature)
+    return _usage_entropy(t, e, float(temperature), max(1, int(row_chunk)))
+
+
+def _usage_entropy_plain(t, e, temperature):  # (N, d), (V, d): one (N, V) block, autodiff gradient
     dist = jnp.sum(t * t, -1)[:, None] - 2.0 * t @ e.T + jnp.sum(e * e, -1)[None]   # (N, V)
     logq = jax.nn.log_softmax(-dist / temperature, axis=-1)
     q = jnp.exp(logq)
@@ -189,6 +207,71 @@ def usage_entropy_loss(target, codebook, temperature: float):
     mean_q = jnp.mean(q, 0)
     batch = -jnp.sum(mean_q * jnp.log(jnp.maximum(mean_q, 1e-30)))
     return per_position - batch
+
+
+def _entropy_logits(t, e, e_sq, temperature):  # (r, d), (V, d), (V,) -> (r, V) = -||t - e||^2 / T
+    return (2.0 * t @ e.T - jnp.sum(t * t, -1, keepdims=True) - e_sq[None]) / temperature
+
+
+def _row_blocks(t, rows):  # (N, d) -> (C, rows, d) zero-padded, (C, rows) 1 on real rows
+    n = t.shape[0]
+    c = -(-n // rows)
+    pad = c * rows - n
+    mask = jnp.pad(jnp.ones((n,), t.dtype), (0, pad)).reshape(c, rows)
+    return jnp.pad(t, ((0, pad), (0, 0))).reshape(c, rows, t.shape[1]), mask
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _usage_entropy(t, e, temperature, rows):
+    return _usage_entropy_fwd(t, e, temperature, rows)[0]
+
+
+def _usage_entropy_fwd(t, e, temperature, rows):
+    n = t.shape[0]
+    e_sq = jnp.sum(e * e, -1)
+    blocks, mask = _row_blocks(t, rows)
+
+    def block(q_sum, xs):
+        tb, mb = xs
+        s = _entropy_logits(tb, e, e_sq, temperature)               # (rows, V)
+        lse = jax.nn.logsumexp(s, -1)                                # (rows,)
+        q = jnp.exp(s - lse[:, None])
+        h = lse - jnp.sum(q * s, -1)                                 # per-position entropy
+        return q_sum + mb @ q, (lse, h * mb)
+
+    q_sum, (lse, h) = jax.lax.scan(block, jnp.zeros(e.shape[:1], jnp.float32), (blocks, mask))
+    mean_q = q_sum / n
+    log_mean_q = jnp.log(jnp.maximum(mean_q, 1e-30))
+    loss = jnp.sum(h) / n + jnp.sum(mean_q * log_mean_q)
+    return loss, (t, e, lse, log_mean_q)
+
+
+def _usage_entropy_bwd(temperature, rows, res, ct):
+    # With s the logits and a_nv = log mean_q_v - log q_nv:
+    #   dloss/ds_nv = q_nv (a_nv - sum_u q_nu a_nu) / N;  ds_nv/dt_n = -2 (t_n - e_v) / T,
+    #   ds_nv/de_v = 2 (t_n - e_v) / T.
+    t, e, lse, log_mean_q = res
+    n, d = t.shape
+    e_sq = jnp.sum(e * e, -1)
+    blocks, mask = _row_blocks(t, rows)
+
+    def block(acc, xs):
+        gt_sum, g_sum = acc
+        tb, mb, lb = xs
+        log_q = _entropy_logits(tb, e, e_sq, temperature) - lb[:, None]
+        q = jnp.exp(log_q)
+        a = log_mean_q[None] - log_q
+        g = q * (a - jnp.sum(q * a, -1, keepdims=True)) * (mb * ct / n)[:, None]   # (rows, V)
+        dt = (2.0 / temperature) * (g @ e - tb * jnp.sum(g, -1, keepdims=True))
+        return (gt_sum + g.T @ tb, g_sum + jnp.sum(g, 0)), dt
+
+    init = (jnp.zeros_like(e), jnp.zeros(e.shape[:1], jnp.float32))
+    (gt_sum, g_sum), dt = jax.lax.scan(block, init, (blocks, mask, lse))
+    de = (2.0 / temperature) * (gt_sum - e * g_sum[:, None])
+    return dt.reshape(-1, d)[:n], de
+
+
+_usage_entropy.defvjp(_usage_entropy_fwd, _usage_entropy_bwd)
 
 
 def schedule_weight(step, weight: float, kind: str = "constant", warmup: int = 0, total: int = 1):

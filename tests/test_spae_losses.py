@@ -130,3 +130,27 @@ def test_usage_entropy_loss_matches_numpy_and_closed_forms():
         x = x - 0.5 * grad(x)
     nearest = lambda x: len(set(np.argmin(((np.asarray(x).reshape(-1, 1, 6) - words[None]) ** 2).sum(-1), 1)))
     assert nearest(crowd) <= 2 and nearest(x) >= 5
+
+
+def test_usage_entropy_loss_chunked_gradient_matches_autodiff():
+    """The hand-written, row-chunked gradient equals autodiff of the plain (N, V) formula, for a
+    chunk that does not divide N, one chunk per row and one chunk for all."""
+    def plain(t, cb, temperature):
+        t = t.reshape(-1, t.shape[-1])
+        d = jnp.sum((t[:, None, :] - cb[None]) ** 2, -1)
+        logq = jax.nn.log_softmax(-d / temperature, -1)
+        q = jnp.exp(logq)
+        mean_q = q.mean(0)
+        return -jnp.mean(jnp.sum(q * logq, -1)) + jnp.sum(mean_q * jnp.log(mean_q))
+
+    rng = np.random.default_rng(1)
+    t = jnp.asarray(rng.normal(size=(2, 3, 4, 6)).astype(np.float32))      # N = 24 positions
+    cb = jnp.asarray(rng.normal(size=(13, 6)).astype(np.float32))
+    with jax.default_matmul_precision("float32"):
+        want_val, want = jax.value_and_grad(plain, argnums=(0, 1))(t, cb, 0.8)
+        for rows in (5, 1, 24, None):
+            f = lambda t, cb: losses.usage_entropy_loss(t, cb, 0.8, row_chunk=rows)
+            val, got = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(t, cb)
+            assert float(val) == pytest.approx(float(want_val), abs=1e-5)
+            np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), atol=1e-5, rtol=1e-4)
+            np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), atol=1e-5, rtol=1e-4)
