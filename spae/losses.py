@@ -190,13 +190,18 @@ def usage_entropy_loss(target, codebook, temperature: float, row_chunk: int | No
     """
     t = target.reshape(-1, target.shape[-1]).astype(jnp.float32)     # (N, d)
     e = codebook.astype(jnp.float32)                                   # (V, d)
-    n, v = t.shape[0], e.shape[0]
+    n = t.shape[0]
     if row_chunk is None:
-        small = e.size * 4 <= (16 << 20) and jax.default_backend() == "cpu"
-        row_chunk = max(8, (1 << 20) // v) if small else n
+        row_chunk = entropy_row_chunk(n, *e.shape)
     if row_chunk >= n:
         return _usage_entropy_plain(t, e, temperature)
     return _usage_entropy(t, e, float(temperature), max(1, int(row_chunk)))
+
+
+def entropy_row_chunk(n: int, v: int, d: int) -> int:
+    """usage_entropy_loss's default row block for N positions and a (V, d) float32 table."""
+    small = v * d * 4 <= (16 << 20) and jax.default_backend() == "cpu"
+    return min(n, max(8, (1 << 20) // v)) if small else n
 
 
 def _usage_entropy_plain(t, e, temperature):  # (N, d), (V, d): one (N, V) block, autodiff gradient
