@@ -116,6 +116,7 @@ def main(argv=None, llm=None) -> dict:
     ap.add_argument("--llm", default="smollm2-135m")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--name", default=None, help="row name in reports (default: the method)")
     ap.add_argument("--no-open-ended", action="store_true")
     args = ap.parse_args(argv)
     command = "python -m eval.fewshot_vqa " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -130,7 +131,7 @@ def main(argv=None, llm=None) -> dict:
     items = sample_items(scene_set, args.questions, args.shots, args.seed)
     t = time.perf_counter()
     records, summary = run(llm, coder, scene_set, items, open_ended_eval=not args.no_open_ended)
-    summary.update({"method": args.method, "layers": args.layers if args.method in ("spae", "random") else None,
+    summary.update({"method": args.method, "label": args.name, "layers": args.layers if args.method in ("spae", "random") else None,
                     "dataset": "scenes", "split": args.split, "shots": args.shots, "tokenizer": args.tokenizer,
                     "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
                     "command": command})

@@ -128,3 +128,22 @@ def test_teacher_hit_rate_on_planted_targets(tok, tmp_path):
     np.savez(path, ids=ids[:10], prob=np.full((10, 4), 0.25, np.float32))
     with pytest.raises(ValueError, match="targets for 10 images"):
         teacher_hit_rate(str(path), data, words)
+
+
+def test_teacher_hit_rate_of_a_scenes_export(tok, tmp_path):
+    """An exported scenes config does not say how many scenes trained it: the targets' rows do."""
+    from eval.spae_eval import teacher_hit_rate
+    from spae.semantic import class_word_rows
+    from visiondata import scenes
+
+    words = tok.vocab.words
+    y = scenes.labels(30, seed=0, split="train")
+    colour = [class_word_rows(scenes.CLASS_NAMES[c], words)[0] for c in y]      # "red circle" -> "red"
+    wrong = [class_word_rows(scenes.CLASS_NAMES[(c + len(scenes.SHAPES)) % len(scenes.CLASS_NAMES)], words)[0]
+             for c in y]                                                         # the next colour, same shape
+    ids = np.array([colour, wrong], np.int32).T                                  # (30, 2)
+    ids[::3] = ids[::3, ::-1]                                                    # a third with the wrong word first
+    path = tmp_path / "semantic_targets.npz"
+    np.savez(path, ids=ids, prob=np.full(ids.shape, 0.5, np.float32))
+    data = {"name": "scenes", "image_size": 32, "channels": 3, "prep": "resize"}   # as in an export
+    assert teacher_hit_rate(str(path), data, words) == {"top1": pytest.approx(20 / 30), "topk": 1.0, "k": 2}

@@ -21,5 +21,8 @@ def get_config():
     c = scenes64()
     c.data.update(image_size=32)
     c.model.update(ch_mult=(1, 2, 2))
-    c.loss.update(foreground=10.0)
+    # The 32 px checkpoint predates the 64 px recipe (code space, ramp, entropy term, semantic
+    # weight 4 on layer 1): these keep its command reproducing spae/pretrained/scenes32.
+    c.model.update(code_dim=0)
+    c.loss.update(foreground=10.0, entropy=0.0, quantize_ramp=0, semantic=0.5, semantic_layers=(1, 2))
     return c
