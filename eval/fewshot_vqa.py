@@ -131,7 +131,8 @@ def main(argv=None, llm=None) -> dict:
     items = sample_items(scene_set, args.questions, args.shots, args.seed)
     t = time.perf_counter()
     records, summary = run(llm, coder, scene_set, items, open_ended_eval=not args.no_open_ended)
-    summary.update({"method": args.method, "label": args.name, "layers": args.layers if args.method in ("spae", "random") else None,
+    summary.update({"method": args.method, "label": args.name,
+                    "layers": args.layers if args.method in ("spae", "random") else None,
                     "dataset": "scenes", "split": args.split, "shots": args.shots, "tokenizer": args.tokenizer,
                     "llm": args.llm, "seed": args.seed, "seconds": round(time.perf_counter() - t, 1),
                     "command": command})

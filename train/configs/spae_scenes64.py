@@ -22,7 +22,7 @@ Without the entropy term every 64 px run collapsed to a handful of words drawing
 0.2 or off; lr 1e-3 with a 200-step warmup; commitment 5; model.codebook_norm=center_sphere;
 loss.commit_layers=last; loss.quantize_ramp=300; model.code_dim=64; loss.foreground=10 alone).
 Six layers (--set 'model.strides=(8,4,2,1,1,1)') or 2,000 steps on fresh scenes (--set
-train.steps=2000 --set data.num_train=16000) reach 19.0 dB at the same hit rate (README).
+train.steps=2000 --set data.num_train=16000) reach 19.0 dB at a similar hit rate (README).
 The previous default (430 words, hit rate 13.6%, blobs in the wrong colours) is
     --set model.code_dim=0 --set loss.quantize_ramp=0 --set loss.semantic=0.5 --set 'loss.semantic_layers=(1,2)'
 """
