@@ -15,8 +15,9 @@ train/configs/spae_fmnist32.py (semantic teacher, weight 8, usage entropy, commi
 - strides (8, 4, 2, 1, 1, 1): three full-resolution layers below the 8x8 one, 213 tokens.
 - model.ch=32 (16 in spae_fmnist32): +0.5 dB at 500 steps (18.7 against 18.2 dB).
 - train.steps=5000 (500 in spae_fmnist32).
-The 85-token spae_fmnist32 stays the default tokenizer and the one the head-to-head reads: two
-layers (5 words) are what the frozen LLM uses, and those come from the same semantic recipe.
+The 85-token spae_fmnist32 stays the default tokenizer: the head-to-head tables were measured with
+it. Two layers of this one give the frozen LLM 67.5% / 42.2% at 2- / 5-way 1-shot on the same
+episodes, against the default's 72.0% / 39.2% (README, SPAE section; the intervals overlap).
 """
 
 from train.configs.spae_fmnist32 import get_config as fmnist32_config
