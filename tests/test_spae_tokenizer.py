@@ -103,6 +103,20 @@ def test_deep_tokenizer_draws_better_and_still_names_the_class(tok, images, llm)
     assert hit_rates(deep, pyr, y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
 
 
+def test_deep_config_still_trains_the_shipped_deep_tokenizer():
+    """spae_fmnist32_deep builds on spae_fmnist32: a later change there must not silently change the
+    recipe behind spae/pretrained/fmnist32_deep, whose train_config.json is the run's full config."""
+    import json
+
+    from spae.training import resolve_config
+    from train.trainlib import load_config
+
+    cfg = resolve_config(load_config("train/configs/spae_fmnist32_deep.py")).to_dict()
+    with open(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "fmnist32_deep", "train_config.json")) as f:
+        shipped = json.load(f)
+    assert json.loads(json.dumps(cfg, default=list)) == shipped
+
+
 def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
     """eval.spae_eval's quantization and spread errors against z and zhat rebuilt in NumPy from the token ids."""
     from eval.spae_eval import latent_stats
