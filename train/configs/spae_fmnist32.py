@@ -31,9 +31,10 @@ loss.quantize_ramp=400: 17.0 dB, and 18.2 / 18.7 dB with six / eight layers
 config reaches 18.8 dB (hit rate 64.1%, 63 min beside another run), with or without those two
 switches; with them and six layers, 20.5 dB (hit rate 63.9%, 40 min, nearly alone on the CPU).
 With them, six layers, model.ch=32 and 5,000 steps: train/configs/spae_fmnist32_deep.py (21.6 dB,
-hit rate 65.0%; shipped as spae/pretrained/fmnist32_deep). Variants (README; those trained before the aliases teacher add --set loss.clip=offline --set
-loss.semantic=0.5): --set loss.entropy=0 (the earlier default);
---set 'model.strides=(8,4,2,1,1,1)' (213 tokens).
+hit rate 65.0%; shipped as spae/pretrained/fmnist32_deep).
+Variants (README; those trained before the aliases teacher add --set loss.clip=offline --set
+loss.semantic=0.5): --set loss.entropy=0 (the earlier default); --set 'model.strides=(8,4,2,1,1,1)'
+(213 tokens).
 Checkpoints trained before the entropy term was the default (the label stand-in, LQAE, no-semantic
 and the variants in the README) reproduce with --set loss.clip=offline --set loss.semantic=0.5
 --set loss.entropy=0 added. The label stand-in

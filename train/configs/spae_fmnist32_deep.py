@@ -7,8 +7,9 @@ the idle 2-core CPU, about 77 min; the shipped run took 100 min, sharing the CPU
 
 Shipped as spae/pretrained/fmnist32_deep. On 2,000 test images (its eval.md): PSNR 13.6 / 16.5 /
 17.8 / 20.4 / 21.2 / 21.6 dB at depths 1-6, the best measured on this CPU (the 85-token default:
-16.2 dB); 15,760 words used at full depth; top-layer hit rate 65.0% (default 61.0%). Everything else is
-train/configs/spae_fmnist32.py (semantic teacher, weight 8, usage entropy, commitment), with:
+16.2 dB); 15,760 words used at full depth; top-layer hit rate 65.0% (default 61.0%).
+Everything else is train/configs/spae_fmnist32.py (semantic teacher, weight 8, usage entropy,
+commitment), with:
 - model.code_dim=32: the nearest-word search runs in a learned 32-d projection of the frozen
   table; the words and their LLM ids are unchanged.
 - loss.quantize_ramp=400: the decoder's input slides from z to the pyramid over 400 steps.
