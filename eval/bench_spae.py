@@ -2,6 +2,7 @@
 against a matmul peak measured in the same run on the same device.
 
     python -m eval.bench_spae [--tokens 1024] [--vocab 49152 262144] [--dim 576 640] [--chunk 8192 ...]
+                              [--reduction auto argmin]
                               [--entropy 32 576]
                               [--config train/configs/spae_fmnist32.py] [--dtype float32|bfloat16]
                               [--out eval_out/bench_spae]
@@ -45,13 +46,41 @@ def matmul_peak(n: int, dtype) -> float:
     return 2 * n ** 3 / _time(f, a, b) / 1e9
 
 
-def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int, dtype) -> float:
+def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int, dtype, reduction: str = "auto") -> float:
     from spae.quantizer import nearest_code
 
     x = jax.random.normal(jax.random.key(2), (tokens, dim), dtype)
     cb = jax.random.normal(jax.random.key(3), (vocab, dim), dtype)
-    f = jax.jit(lambda x, cb: nearest_code(x, cb, chunk_size=chunk))
+    f = jax.jit(lambda x, cb: nearest_code(x, cb, chunk_size=chunk, reduction=reduction))
     return 2 * tokens * vocab * dim / _time(f, x, cb) / 1e9
+
+
+def table_shape(cfg) -> tuple[int, int]:
+    """(V, d) of the config's codebook: the word-filtered SmolLM2 table, Gemma 3's, or the random one."""
+    if cfg.vocab.source != "llm":
+        return cfg.vocab.random_size, cfg.vocab.random_dim
+    return (21163, 576) if cfg.vocab.llm == "smollm2-135m" else (262144, 640)
+
+
+def saq_times(config: str, overrides=(), reductions=("auto", "argmin")) -> dict:
+    """Forward time of the whole SAQ pyramid on one batch of the config's latent shape (random z and a
+    random table of its vocabulary size and search width), for each per-chunk reduction."""
+    from spae.quantizer import saq_quantize_aux
+    from spae.training import model_config, resolve_config
+    from train import trainlib
+
+    cfg = resolve_config(trainlib.load_config(config, list(overrides)))
+    mc = model_config(cfg)
+    vocab, dim = table_shape(cfg)
+    dim = mc.code_dim or dim
+    z = 0.3 * jax.random.normal(jax.random.key(6), (cfg.data.batch_size, mc.grid, mc.grid, dim))
+    cb = 0.3 * jax.random.normal(jax.random.key(7), (vocab, dim))
+    row = {"config": os.path.basename(config), "latent": list(z.shape), "vocab": vocab,
+           "tokens": int(sum(z.shape[0] * (mc.grid // s) ** 2 for s in mc.strides))}
+    for red in reductions:
+        f = jax.jit(lambda z, cb: saq_quantize_aux(z, cb, mc.strides, chunk_size=mc.chunk_size, reduction=red)[0])
+        row[f"{red}_s"] = _time(f, z, cb)
+    return row
 
 
 def entropy_times(n: int, vocab: int, dim: int) -> dict:
@@ -80,8 +109,7 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: flo
 
     cfg = trainlib.load_config(config, list(overrides))
     if cfg.vocab.source == "llm":      # a random table of the real filtered size: cost is the same
-        size = 21163 if cfg.vocab.llm == "smollm2-135m" else 262144
-        dim = 576 if cfg.vocab.llm == "smollm2-135m" else 640
+        size, dim = table_shape(cfg)
         cfg.vocab.update(source="random", random_size=size, random_dim=dim)
     cfg.loss.relevance = "random"
     cfg = resolve_config(cfg)
@@ -124,10 +152,11 @@ def write_report(res: dict, out: str) -> str:
     peak, dtype = res["matmul_peak_gflops"], res["dtype"]
     lines = [f"Device {res['device']} (jax {res['jax']}), {dtype}; matmul peak {peak:.1f} GFLOP/s "
              f"({res['matmul_n']}^3).", "",
-             "| quantizer | tokens | vocab x d | GFLOP/s | % of peak |", "|---|---|---|---|---|"]
+             "| quantizer | per-chunk reduction | tokens | vocab x d | GFLOP/s | % of peak |",
+             "|---|---|---|---|---|---|"]
     for q in res["quantizer"]:
-        lines.append(f"| SAQ search (chunk {q['chunk']}) | {q['tokens']} | {q['vocab']} x {q['dim']} | "
-                     f"{q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
+        lines.append(f"| SAQ search (chunk_size {q['chunk']}) | {q.get('reduction', 'argmin')} | {q['tokens']} | "
+                     f"{q['vocab']} x {q['dim']} | {q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
     if res.get("entropy"):
         lines += ["", "Usage-entropy term (loss.entropy), value and gradient: spae.losses.usage_entropy_loss "
                   "as one (N, V) block with autodiff (plain) against its default row block (fewer rows than "
@@ -137,6 +166,13 @@ def write_report(res: dict, out: str) -> str:
         for e in res["entropy"]:
             lines.append(f"| {e['positions']} | {e['vocab']} x {e['dim']} | {e['rows']} | {e['plain_s']:.3f} | "
                          f"{e['default_s']:.3f} | {e['plain_s'] / e['default_s']:.2f}x |")
+    if res.get("saq"):
+        lines += ["", "Whole SAQ pyramid, forward, one batch of the config's latent (random z and table of its "
+                  "vocabulary and search width), per-chunk reduction auto against argmin:", "",
+                  "| config | latent | tokens | vocab | auto s | argmin s | speed-up |", "|---|---|---|---|---|---|---|"]
+        for q in res["saq"]:
+            lines.append(f"| {q['config']} | {'x'.join(map(str, q['latent']))} | {q['tokens']} | {q['vocab']} | "
+                         f"{q['auto_s']:.4f} | {q['argmin_s']:.4f} | {q['argmin_s'] / q['auto_s']:.2f}x |")
     if res["steps"]:
         lines += ["", "Step FLOPs: matmuls and convolutions counted from the step's jaxpr (eval.flops); "
                   "MFU = those FLOPs / step time / matmul peak."]
@@ -165,6 +201,9 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, nargs="+", default=[49152, 262144])
     p.add_argument("--dim", type=int, nargs="+", default=[576, 640])
     p.add_argument("--chunk", type=int, nargs="+", default=[8192], help="vocabulary chunk sizes to sweep")
+    p.add_argument("--reduction", nargs="+", default=["auto", "argmin"], choices=["auto", "argmin", "min_index"],
+                   help="per-chunk best-code reductions to time (spae.quantizer.chunk_best; auto: the "
+                        "platform's default, min_index on a CPU, argmin elsewhere)")
     p.add_argument("--matmul", type=int, default=2048)
     p.add_argument("--entropy", type=int, nargs="*", default=[32, 576], metavar="D",
                    help="code widths of the usage-entropy rows (21,163 words, 680 positions: the "
@@ -188,6 +227,8 @@ def main(argv=None):
         if missing:
             raise SystemExit(f"{args.timings} has no step time for {missing}; it has {sorted(step_times)}")
     else:
+        from spae.quantizer import search_plan
+
         dtype = jnp.dtype(args.dtype)
         dev = jax.devices()[0]
         res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype,
@@ -196,15 +237,24 @@ def main(argv=None):
         print(f"matmul peak {peak:.1f} GFLOP/s", flush=True)
         for v, d in zip(args.vocab, args.dim):
             for chunk in args.chunk:
-                g = quantizer_gflops(args.tokens, v, d, chunk, dtype)
-                res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk,
-                                         "gflops": g, "frac_peak": g / peak})
-                print(f"quantizer {v} x {d} chunk {chunk}: {g:.1f} GFLOP/s", flush=True)
-                write_report(res, args.out)
+                for red in args.reduction:
+                    g = quantizer_gflops(args.tokens, v, d, chunk, dtype, red)
+                    c, form = search_plan(args.tokens, v, chunk, red, dev.platform)
+                    label = f"auto: {form}, chunk {c}" if red == "auto" else red
+                    res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk,
+                                             "reduction": label, "gflops": g, "frac_peak": g / peak})
+                    print(f"quantizer {v} x {d} chunk {chunk} {label}: {g:.1f} GFLOP/s", flush=True)
+                    write_report(res, args.out)
         res["entropy"] = []
         for d in args.entropy:
             res["entropy"].append(entropy_times(680, 21163, d))
             print(f"entropy {res['entropy'][-1]}", flush=True)
+            write_report(res, args.out)
+    if not args.timings:
+        res["saq"] = []
+        for c in args.config:
+            res["saq"].append(saq_times(c, args.set))
+            print(f"saq {res['saq'][-1]}", flush=True)
             write_report(res, args.out)
     for c in args.config:
         step_s = step_times[os.path.basename(c)] if args.timings else None

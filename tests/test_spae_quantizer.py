@@ -86,6 +86,48 @@ def test_ties_go_to_lowest_index_across_chunks():
         assert int(nearest_code(x, codebook, chunk_size=chunk)[0]) == 3
 
 
+def test_both_chunk_reductions_pick_the_first_minimum():
+    """The CPU form (minimum, then lowest index reaching it) and the argmin form agree with NumPy on
+    scores with planted ties; nearest_code gives the same ids with either form and with the
+    platform's plan (a cache-sized chunk on this CPU)."""
+    from spae.quantizer import _best_by_argmin, _best_by_min_then_index
+
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 6, (64, 37)).astype(np.float32)          # small integers: many ties per row
+    s[5] = np.inf                                                 # a row of padded codes only
+    ref_idx = np.argmin(s, axis=1)
+    for f in (_best_by_argmin, _best_by_min_then_index):
+        val, idx = f(jnp.asarray(s))
+        np.testing.assert_array_equal(np.asarray(idx), ref_idx)
+        np.testing.assert_array_equal(np.asarray(val), s.min(axis=1))
+        assert np.asarray(idx).dtype == np.int32
+    x, cb = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    cb[200] = cb[17]                                              # duplicate rows in two chunks
+    x[:5] = cb[17]
+    picks = [np.asarray(nearest_code(x, cb, chunk_size=c, reduction=r))
+             for c, r in ((64, "auto"), (64, "argmin"), (64, "min_index"), (None, "auto"), (7, "min_index"))]
+    np.testing.assert_array_equal(picks[0], picks[1])
+    for p in picks[2:]:
+        np.testing.assert_array_equal(picks[0], p)
+    assert (picks[0][:5] == 17).all()
+    with pytest.raises(ValueError, match="reduction"):
+        nearest_code(x, cb, reduction="max")
+    _, idx = _best_by_min_then_index(jnp.full((2, 9), jnp.nan))
+    np.testing.assert_array_equal(np.asarray(idx), [8, 8])        # no finite score: still a valid index
+
+
+def test_search_plan_sizes_cpu_chunks_to_the_cache():
+    from spae.quantizer import search_plan
+
+    assert search_plan(1024, 49152, 8192, "auto", "cpu") == (2048, "min_index")
+    assert search_plan(4776, 21163, 8192, "auto", "cpu") == (512, "min_index")
+    assert search_plan(8, 21163, 8192, "auto", "cpu") == (8192, "min_index")       # never above chunk_size
+    assert search_plan(10 ** 6, 21163, 8192, "auto", "cpu") == (256, "min_index")  # nor below 256
+    assert search_plan(1024, 49152, None, "auto", "cpu") == (49152, "min_index")   # None: one block
+    assert search_plan(1024, 49152, 8192, "auto", "gpu") == (8192, "argmin")
+    assert search_plan(1024, 49152, 8192, "argmin", "cpu") == (8192, "argmin")
+
+
 def test_no_vocab_sized_3d_tensor_in_search():
     """The compiled search never holds a (tokens x vocab x d) tensor."""
     x = jnp.zeros((256, 32))

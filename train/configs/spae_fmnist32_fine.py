@@ -1,0 +1,25 @@
+"""SPAE on Fashion-MNIST at 32 px with a 16x16 latent grid: the spae_fmnist32_deep recipe with one
+downsampling fewer (f = 2), six pyramid layers of 1, 2x2, 4x4, 8x8, 16x16 and 16x16 tokens (597 in
+all), 4,000 steps of batch 8 (about 1.3 s a step on the idle 2-core CPU, 87 min).
+
+    nice -n 10 python -m train.spae --config train/configs/spae_fmnist32_fine.py --workdir runs/spae_fmnist32_fine
+    python -m eval.spae_eval --checkpoint runs/spae_fmnist32_fine/export --num 2000
+
+Everything else is train/configs/spae_fmnist32_deep.py (semantic teacher and weight, usage entropy,
+commitment, the learned 32-d search space, the 400-step ramp, width 32), with:
+- model.ch_mult=(1, 2): one downsampling, so the latent grid is 16x16 and each full-resolution
+  token stands for a 2x2 block of pixels (4x4 in spae_fmnist32_deep).
+- model.strides=(16, 8, 4, 2, 1, 1): the pyramid the SPAE paper lays over a 16x16 grid.
+- train.steps=4000.
+At 500 steps (1,000 test images) this layout reached 20.5 dB at full depth, against 18.7 dB for
+the 8x8 grid of spae_fmnist32_deep at the same step count.
+"""
+
+from train.configs.spae_fmnist32_deep import get_config as deep_config
+
+
+def get_config():
+    c = deep_config()
+    c.model.update(ch_mult=(1, 2), strides=(16, 8, 4, 2, 1, 1))
+    c.train.update(steps=4000, ckpt_every=100)
+    return c
