@@ -97,7 +97,8 @@ def entropy_times(n: int, vocab: int, dim: int) -> dict:
             "plain_s": plain, "default_s": default}
 
 
-def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: float | None = None) -> dict:
+def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: float | None = None,
+             platform: str | None = None) -> dict:
     """Train-step row: FLOPs counted from the step's jaxpr (eval.flops) and, unless `step_s` is
     given (a timing measured elsewhere), the step timed here from one compiled executable."""
     from flax import nnx
@@ -124,7 +125,7 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: flo
 
         batch["sem_ids"], batch["sem_prob"] = random_topk(b, vocab.size, cfg.loss.semantic_k)
     batch = trainlib.shard_batch(batch, mesh)
-    flops = jaxpr_flops(fn.make_jaxpr(batch).jaxpr)
+    flops = jaxpr_flops(fn.make_jaxpr(batch).jaxpr, platform or jax.devices()[0].platform)
     row = {"config": os.path.basename(config), "overrides": list(overrides), "batch": b, "image": s,
            "vocab": vocab.size, "gflop_per_step": flops / 1e9}
     if step_s is None:
@@ -259,7 +260,8 @@ def main(argv=None):
     for c in args.config:
         step_s = step_times[os.path.basename(c)] if args.timings else None
         try:
-            res["steps"].append(step_mfu(c, peak, args.set, args.steps, step_s))
+            platform = res["device"].split(":")[0]          # the timed device's platform ("cpu", "gpu", ...)
+            res["steps"].append(step_mfu(c, peak, args.set, args.steps, step_s, platform))
         except Exception as e:                     # e.g. out of memory: keep the other rows
             res["steps"].append({"config": os.path.basename(c), "error": f"{type(e).__name__}: {e}"[:300]})
         print(f"step {res['steps'][-1]}", flush=True)

@@ -8,6 +8,8 @@ and, on every backend, counts a scan or while body once, not once per iteration.
 has both (the chunked vocabulary search is a scan). Counting the jaxpr gives the same figure on
 every device: 2 x (multiply-adds) of each dot_general and conv_general_dilated, scan bodies times
 their length, the largest branch of a cond. Elementwise work is not counted, as is usual for MFU.
+A `jax.lax.platform_dependent` choice (the SAQ search plans its chunks per platform) is a cond
+whose branches name their platforms: given `platform`, the branch that platform runs is counted.
 """
 
 from __future__ import annotations
@@ -36,7 +38,21 @@ def _conv_flops(eqn) -> float:
     return 2.0 * math.prod(out) * math.prod(rhs) / rhs[rhs_out_dim]
 
 
-def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
+def _platform_branch(eqn, platform: str | None):
+    """Index of the branch a platform_dependent cond runs on `platform`, or None (not one / unknown)."""
+    names = eqn.params.get("branches_platforms")
+    if platform is None or names is None:
+        return None
+    default = None
+    for i, plats in enumerate(names):
+        if plats is None:
+            default = i
+        elif platform in plats:
+            return i
+    return default
+
+
+def jaxpr_flops(jaxpr: core.Jaxpr, platform: str | None = None) -> float:
     total = 0.0
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
@@ -45,15 +61,19 @@ def jaxpr_flops(jaxpr: core.Jaxpr) -> float:
         elif name == "conv_general_dilated":
             total += _conv_flops(eqn)
         elif name == "cond":
-            total += max(jaxpr_flops(b.jaxpr) for b in eqn.params["branches"])
+            branches = eqn.params["branches"]
+            pick = _platform_branch(eqn, platform)
+            total += (jaxpr_flops(branches[pick].jaxpr, platform) if pick is not None
+                      else max(jaxpr_flops(b.jaxpr, platform) for b in branches))
         elif name == "while":
             raise ValueError("count_flops: a while loop has no static trip count; use lax.scan")
         else:
-            inner = sum(jaxpr_flops(j) for j in core.jaxprs_in_params(eqn.params))
+            inner = sum(jaxpr_flops(j, platform) for j in core.jaxprs_in_params(eqn.params))
             total += inner * (eqn.params["length"] if name == "scan" else 1)
     return total
 
 
-def count_flops(fun, *args, **kwargs) -> float:
-    """Matmul + convolution FLOPs of one call of `fun(*args, **kwargs)` (traced, not run)."""
-    return jaxpr_flops(jax.make_jaxpr(fun)(*args, **kwargs).jaxpr)
+def count_flops(fun, *args, platform: str | None = None, **kwargs) -> float:
+    """Matmul + convolution FLOPs of one call of `fun(*args, **kwargs)` (traced, not run); platform
+    ("cpu", "cuda", "tpu", ...) picks platform_dependent branches, None counts the largest."""
+    return jaxpr_flops(jax.make_jaxpr(fun)(*args, **kwargs).jaxpr, platform)

@@ -55,6 +55,14 @@ def test_scan_counts_every_iteration_and_cond_its_largest_branch():
     assert count_flops(cond, True, a) == 2 * 2 * 16 ** 3
 
 
+def test_platform_dependent_counts_the_branch_that_platform_runs():
+    a = jnp.ones((16, 16))
+    f = lambda a: jax.lax.platform_dependent(a, cpu=lambda a: a @ a, default=lambda a: a @ a @ a)
+    assert count_flops(f, a, platform="cpu") == 2 * 16 ** 3
+    assert count_flops(f, a, platform="cuda") == 2 * 2 * 16 ** 3
+    assert count_flops(f, a) == 2 * 2 * 16 ** 3                      # no platform: the largest
+
+
 def test_while_loop_is_refused():
     with pytest.raises(ValueError, match="while"):
         count_flops(lambda a: jax.lax.while_loop(lambda c: c.sum() < 1e9, lambda c: c @ c, a), jnp.ones((2, 2)))
