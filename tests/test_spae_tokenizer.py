@@ -103,16 +103,19 @@ def test_deep_tokenizer_draws_better_and_still_names_the_class(tok, images, llm)
     assert hit_rates(deep, pyr, y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
 
 
-def test_deep_config_still_trains_the_shipped_deep_tokenizer():
-    """spae_fmnist32_deep builds on spae_fmnist32: a later change there must not silently change the
-    recipe behind spae/pretrained/fmnist32_deep, whose train_config.json is the run's full config."""
+@pytest.mark.parametrize("config, checkpoint", [("spae_fmnist32_deep", "fmnist32_deep"),
+                                                ("spae_fmnist32_fine", "fmnist32_fine")])
+def test_config_still_trains_its_shipped_tokenizer(config, checkpoint):
+    """spae_fmnist32_deep builds on spae_fmnist32, and spae_fmnist32_fine on spae_fmnist32_deep: a
+    later change to a base config must not silently change the recipe behind a shipped tokenizer,
+    whose train_config.json is its run's full config."""
     import json
 
     from spae.training import resolve_config
     from train.trainlib import load_config
 
-    cfg = resolve_config(load_config("train/configs/spae_fmnist32_deep.py")).to_dict()
-    with open(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "fmnist32_deep", "train_config.json")) as f:
+    cfg = resolve_config(load_config(f"train/configs/{config}.py")).to_dict()
+    with open(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), checkpoint, "train_config.json")) as f:
         shipped = json.load(f)
     assert json.loads(json.dumps(cfg, default=list)) == shipped
 
