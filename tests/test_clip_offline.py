@@ -25,6 +25,7 @@ def test_labelled_as_offline_stand_in(clip):
     assert clip.image_size == 32
 
 
+@pytest.mark.fashion_mnist
 def test_fashion_mnist_prompt_classification(clip):
     from backbones.clip.evaluate import zero_shot_accuracy
     from visiondata import fashion_mnist
@@ -46,6 +47,7 @@ def test_scene_colour_relevance(clip):
     assert np.mean(np.argmax(r, 1) == truth) >= 0.7
 
 
+@pytest.mark.fashion_mnist
 def test_everyday_names_only_in_the_aliases_model(clip):
     """Trousers, sneakers and sandals have no whole-word SmolLM2 token for their class name; the
     aliases model, trained on prompts that also say "pants", "trainers", "heels", ranks those words

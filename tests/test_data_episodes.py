@@ -92,7 +92,7 @@ def test_scene_episodes_follow_scene_labels():
     assert all(set(e.classes.tolist()) <= held for e in eps)
 
 
-@pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEFAULT_ROOT), reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.fashion_mnist
 def test_contract_command(tmp_path):
     out = tmp_path / "episodes.csv"
     cmd = [sys.executable, "-m", "visiondata.episodes", "--dataset", "fashion_mnist", "--ways", "5", "--shots", "1",

@@ -9,10 +9,6 @@ import pytest
 from visiondata import fashion_mnist
 from visiondata.errors import DataError, MissingDataError
 
-HAVE_DATA = os.path.isdir(fashion_mnist.DEFAULT_ROOT) or bool(os.environ.get(fashion_mnist.ENV_VAR))
-needs_data = pytest.mark.skipif(
-    not HAVE_DATA, reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist"
-)
 
 
 def _write_idx(path, array: np.ndarray, gz=True):
@@ -33,7 +29,7 @@ def fake_root(tmp_path):
     return tmp_path
 
 
-@needs_data
+@pytest.mark.fashion_mnist
 def test_real_data_shapes_and_class_balance():
     x, y = fashion_mnist.load("train")
     assert x.shape == (60000, 28, 28) and x.dtype == np.uint8
@@ -51,7 +47,7 @@ def test_real_data_shapes_and_class_balance():
     assert fashion_mnist.load("train")[0][0].any()
 
 
-@needs_data
+@pytest.mark.fashion_mnist
 def test_to_rgb():
     x, _ = fashion_mnist.load("test")
     rgb = fashion_mnist.to_rgb(x[:4])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiondata import fashion_mnist, preview
+from visiondata import preview
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +31,7 @@ def test_photos_sheet_command(tmp_path):
     assert Image.open(out).size[0] == 4 * (preview.CELL + 6) + 6
 
 
-@pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEFAULT_ROOT), reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.fashion_mnist
 def test_fashion_mnist_sheet_command(tmp_path):
     out = tmp_path / "fm.png"
     _run("--dataset", "fashion_mnist", "--out", str(out), "--n", "4", "--seed", "2")

@@ -31,6 +31,7 @@ def images():
     return x[:64], y[:64]
 
 
+@pytest.mark.fashion_mnist
 def test_encode_gives_real_llm_ids_and_words(tok, llm, images):
     x, _ = images
     pyr = tok.encode(x)
@@ -43,6 +44,7 @@ def test_encode_gives_real_llm_ids_and_words(tok, llm, images):
     assert all(w.isalpha() for layer in text[0] for w in layer)
 
 
+@pytest.mark.fashion_mnist
 def test_decode_by_depth_psnr_rises(tok, images):
     x, _ = images
     pyr = tok.encode(x)
@@ -52,6 +54,7 @@ def test_decode_by_depth_psnr_rises(tok, images):
     assert psnr[-1] > 14.0, psnr                        # shipped model: 16.2 dB on 2000 test images
 
 
+@pytest.mark.fashion_mnist
 def test_llm_ids_roundtrip_and_errors(tok, images, llm):
     x, _ = images
     pyr = tok.encode(x[:4])
@@ -65,6 +68,7 @@ def test_llm_ids_roundtrip_and_errors(tok, images, llm):
         tok.encode(x.astype(np.float32))
 
 
+@pytest.mark.fashion_mnist
 def test_top_layer_names_the_class(tok, images, llm):
     """Top-layer word names the class (or a synonym), out of a 21k-word codebook (chance ~0.1%).
 
@@ -81,6 +85,7 @@ def test_top_layer_names_the_class(tok, images, llm):
     assert hit_rates(labels, labels.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
 
 
+@pytest.mark.fashion_mnist
 def test_deep_tokenizer_draws_better_and_still_names_the_class(tok, images, llm):
     """spae/pretrained/fmnist32_deep (six layers, 213 tokens, 5,000 steps) against the default.
 
@@ -120,6 +125,7 @@ def test_config_still_trains_its_shipped_tokenizer(config, checkpoint):
     assert json.loads(json.dumps(cfg, default=list)) == shipped
 
 
+@pytest.mark.fashion_mnist
 def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
     """eval.spae_eval's quantization and spread errors against z and zhat rebuilt in NumPy from the token ids."""
     from eval.spae_eval import latent_stats
@@ -146,6 +152,7 @@ def test_latent_stats_match_a_numpy_rebuild_of_the_pyramid(tok, images):
                                                      abs=1e-3)
 
 
+@pytest.mark.fashion_mnist
 def test_teacher_hit_rate_on_planted_targets(tok, tmp_path):
     """Targets that put a class word first score 1.0 at top-1; moved to the last slot, 0 at top-1, 1.0 in top-K."""
     from eval.spae_eval import teacher_hit_rate
