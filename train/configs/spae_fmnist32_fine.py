@@ -18,7 +18,8 @@ Shipped as spae/pretrained/fmnist32_fine (its eval.md, 2,000 test images): 13.1 
 23.9 dB, top-layer hit rate 64.0%; two layers give the frozen LLM 69.5% / 44.2% at 2- / 5-way
 1-shot.
 500-step probes against this config's 20.5 dB / 59.4% (README): usage entropy on layers 1-4 only,
-20.2 dB / 58.3% at 0.72 s a step; loss.commit=5, 19.8 dB / 57.8%; loss.l2=4, 21.2 dB / 53.6%.
+20.2 dB / 58.3% at 0.72 s a step; loss.commit=5, 19.8 dB / 57.8%; loss.l2=4, 21.2 dB / 53.6%;
+loss.semantic=4, 21.5 dB / 58.0%; strides (16,8,4,2,1,1,1,1), 22.2 dB / 58.6% at 2.18 s a step.
 Without the word losses this network's decoder on z reaches 35.6 dB at 500 steps; with commitment
 alone the pyramid gives 19.4 dB, with commitment and usage entropy 22.2 dB (hit rate 0%).
 """
