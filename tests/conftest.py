@@ -10,24 +10,26 @@ import os
 
 import pytest
 
-FASHION_MNIST_MISSING = ("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist, "
-                         "or set FASHION_MNIST_DIR=<a directory with the four idx files>")
 
-
-def fashion_mnist_present() -> bool:
+def fashion_mnist_missing() -> str | None:
+    """None when the real Fashion-MNIST directory is there; else the reader's message on what to install."""
     from visiondata import fashion_mnist
+    from visiondata.errors import MissingDataError
 
-    return os.path.isdir(os.environ.get(fashion_mnist.ENV_VAR) or fashion_mnist.DEFAULT_ROOT)
+    try:
+        fashion_mnist.resolve_root()
+    except MissingDataError as e:
+        return str(e)
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    if item.get_closest_marker("fashion_mnist") is None or fashion_mnist_present():
+    if item.get_closest_marker("fashion_mnist") is None or (missing := fashion_mnist_missing()) is None:
         return
     if os.environ.get("LLMSIGHT_REQUIRE_DATA") == "1":
-        pytest.fail(FASHION_MNIST_MISSING + " (LLMSIGHT_REQUIRE_DATA=1: real images are required here)",
-                    pytrace=False)
-    pytest.skip(FASHION_MNIST_MISSING)
+        pytest.fail(missing + " (LLMSIGHT_REQUIRE_DATA=1: real images are required here)", pytrace=False)
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from visiondata import fashion_mnist
 from visiondata.errors import DataError, MissingDataError
 
 
-
 def _write_idx(path, array: np.ndarray, gz=True):
     array = np.ascontiguousarray(array, np.uint8)
     head = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
