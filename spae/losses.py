@@ -15,6 +15,7 @@ from flax import nnx
 __all__ = [
     "l2_loss", "l1_loss", "psnr", "Discriminator", "FixedFeatures", "perceptual_loss",
     "gan_generator_loss", "gan_discriminator_loss", "lecam_loss", "semantic_loss", "schedule_weight",
+    "usage_entropy_loss", "subsample_positions",
 ]
 
 
@@ -196,6 +197,30 @@ def usage_entropy_loss(target, codebook, temperature: float, row_chunk: int | No
     if row_chunk >= n:
         return _usage_entropy_plain(t, e, temperature)
     return _usage_entropy(t, e, float(temperature), max(1, int(row_chunk)))
+
+
+def subsample_positions(x, max_positions: int, key):
+    """A spatially strided subset of a layer's positions, at a random offset.
+
+    x: (B, h, w, d). Returns (B, ceil(h/s), ceil(w/s), d) = x[:, oy::s, ox::s] on x rolled by the
+    offset, with s the smallest stride that leaves at most `max_positions` positions per image
+    (s = 1, x itself, when h*w already fits) and (oy, ox) drawn uniformly from [0, s)^2 by `key`.
+    Every position is equally likely to be kept, so a mean over the subset is an unbiased estimate
+    of the mean over all positions; on a 16x16 layer with max_positions=64 it keeps a quarter.
+    """
+    b, h, w, d = x.shape
+    if max_positions < 1:
+        raise ValueError(f"max_positions must be >= 1; got {max_positions}")
+    s = 1
+    while -(-h // s) * -(-w // s) > max_positions:
+        s += 1
+    if s == 1:
+        return x
+    if h % s or w % s:
+        raise ValueError(f"a {h}x{w} grid does not split into stride-{s} blocks; choose max_positions "
+                         f"so that the stride divides the grid (e.g. {(h // 2) * (w // 2)})")
+    oy, ox = jax.random.randint(key, (2,), 0, s)
+    return jnp.roll(x, (-oy, -ox), axis=(1, 2))[:, ::s, ::s]
 
 
 def entropy_row_chunk(n: int, v: int, d: int) -> int:

@@ -22,7 +22,7 @@ from flax import nnx
 from spae.codebook import FrozenCodebook
 from spae.losses import (Discriminator, FixedFeatures, foreground_weight, gan_discriminator_loss, gan_generator_loss,
                          l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
-                         semantic_loss, usage_entropy_loss)
+                         semantic_loss, subsample_positions, usage_entropy_loss)
 from spae.model import SPAE, ModelConfig
 
 __all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "Stat", "ema_modules"]
@@ -149,7 +149,13 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         if L.get("entropy", 0.0) > 0:                   # codebook-usage regulariser on the chosen layers
             cb = model.codes()
             ent_layers = L.get("entropy_layers") or range(1, n_layers + 1)
-            ent = sum(usage_entropy_loss(aux["targets"][l - 1], cb, L.get("entropy_temp", 1.0)) for l in ent_layers)
+            cap = L.get("entropy_positions")   # None: every position; else a strided subset per layer
+            keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), step), n_layers)
+            ent = 0.0
+            for l in ent_layers:
+                t = aux["targets"][l - 1]
+                t = t if cap is None else subsample_positions(t, int(cap), keys[l - 1])
+                ent = ent + usage_entropy_loss(t, cb, L.get("entropy_temp", 1.0))
             out["entropy_raw"] = ent / len(ent_layers)
             terms["entropy"] = L.entropy * out["entropy_raw"]
         if percept is not None:

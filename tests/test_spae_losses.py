@@ -132,6 +132,25 @@ def test_usage_entropy_loss_matches_numpy_and_closed_forms():
     assert nearest(crowd) <= 2 and nearest(x) >= 5
 
 
+def test_subsample_positions_keeps_a_strided_grid_at_a_random_offset():
+    x = jnp.arange(2 * 8 * 8 * 3, dtype=jnp.float32).reshape(2, 8, 8, 3)
+    assert losses.subsample_positions(x, 64, jax.random.key(0)) is x           # already fits
+    seen = set()
+    for i in range(40):
+        got = np.asarray(losses.subsample_positions(x, 16, jax.random.key(i)))
+        assert got.shape == (2, 4, 4, 3)                                        # stride 2
+        oy, ox = divmod(int(got[0, 0, 0, 0]) // 3, 8)                           # where the subset starts
+        want = np.asarray(x)[:, oy::2, ox::2]
+        np.testing.assert_array_equal(got, want)
+        seen.add((oy, ox))
+    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}                             # every offset is drawn
+    assert losses.subsample_positions(x, 4, jax.random.key(0)).shape == (2, 2, 2, 3)     # stride 4
+    with pytest.raises(ValueError, match="stride"):
+        losses.subsample_positions(x, 9, jax.random.key(0))                     # stride 3 on 8x8
+    with pytest.raises(ValueError, match="max_positions"):
+        losses.subsample_positions(x, 0, jax.random.key(0))
+
+
 def test_usage_entropy_loss_chunked_gradient_matches_autodiff():
     """The hand-written, row-chunked gradient equals autodiff of the plain (N, V) formula, for a
     chunk that does not divide N, one chunk per row and one chunk for all."""

@@ -38,6 +38,7 @@ def base_config() -> Config:
             commit_layers="all",         # all: mean over every zhat_l | last: the full pyramid only
             entropy=0.0,                 # codebook-usage regulariser (spae.losses.usage_entropy_loss)
             entropy_temp=1.0, entropy_layers=None,   # None: every layer
+            entropy_positions=None,      # cap on positions per image the entropy term sees (None: all)
             perceptual=0.0,              # fixed random-CNN features (stand-in for LPIPS)
             gan=0.0, gan_start=0, disc_ch=32, lecam=0.0, lecam_decay=0.99,
             semantic=0.0, semantic_layers=(1, 2), semantic_temp=1.0,
