@@ -175,12 +175,11 @@ def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
         StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)(trainlib.shard_batch(batch, mesh))
 
 
-def test_usage_entropy_term_in_the_step(tiny_cfg, tmp_path):
-    """loss.entropy adds weight * mean over the chosen layers of usage_entropy_loss on their targets."""
-    from spae.losses import usage_entropy_loss
-
+def _entropy_step(tmp_path, **loss):
+    """One tiny-config step with `loss` overrides: (logged metrics, the layers' targets before the
+    step, the code table)."""
     cfg = resolve_config(trainlib.load_config(TINY))
-    cfg.loss.update(entropy=0.3, entropy_temp=2.0, entropy_layers=(1, 3))
+    cfg.loss.update(**loss)
     vocab = spae_train.build_vocab(cfg)
     arrays = spae_train.build_arrays(cfg, vocab, str(tmp_path))
     batch = {k: v[:8] for k, v in arrays.items()}
@@ -188,9 +187,17 @@ def test_usage_entropy_term_in_the_step(tiny_cfg, tmp_path):
     x = batch["image"].astype(np.float32) / 127.5 - 1.0
     _, _, aux = ts.model.quantize(ts.model.encode(x))
     cb = ts.model.codes()
-    want = np.mean([float(usage_entropy_loss(aux["targets"][l - 1], cb, 2.0)) for l in (1, 3)])
     mesh = trainlib.make_mesh(1)
     m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
+    return m, aux["targets"], cb
+
+
+def test_usage_entropy_term_in_the_step(tmp_path):
+    """loss.entropy adds weight * mean over the chosen layers of usage_entropy_loss on their targets."""
+    from spae.losses import usage_entropy_loss
+
+    m, targets, cb = _entropy_step(tmp_path, entropy=0.3, entropy_temp=2.0, entropy_layers=(1, 3))
+    want = np.mean([float(usage_entropy_loss(targets[l - 1], cb, 2.0)) for l in (1, 3)])
     np.testing.assert_allclose(m["entropy"], 0.3 * want, rtol=1e-4)
 
 
@@ -199,21 +206,13 @@ def test_usage_entropy_on_a_subset_of_positions(tmp_path):
     with the key fold_in(key(seed), step), split per layer; layers that fit are used whole."""
     from spae.losses import subsample_positions, usage_entropy_loss
 
-    cfg = resolve_config(trainlib.load_config(TINY))
-    cfg.loss.update(entropy=1.0, entropy_layers=(2, 3, 4), entropy_positions=4)   # 4x4 layers -> 2x2
-    vocab = spae_train.build_vocab(cfg)
-    arrays = spae_train.build_arrays(cfg, vocab, str(tmp_path))
-    batch = {k: v[:8] for k, v in arrays.items()}
-    ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0))
-    x = batch["image"].astype(np.float32) / 127.5 - 1.0
-    _, _, aux = ts.model.quantize(ts.model.encode(x))
-    cb = ts.model.codes()
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 0), 4)
-    subsets = {l: subsample_positions(aux["targets"][l - 1], 4, keys[l - 1]) for l in (2, 3, 4)}
-    assert subsets[2] is aux["targets"][1] and subsets[4].shape[1:3] == (2, 2)
+    # tiny config: 4x4 grid, layers 1x1, 2x2, 4x4, 4x4; at most 4 positions -> the 4x4 ones at stride 2
+    m, targets, cb = _entropy_step(tmp_path, entropy=1.0, entropy_layers=(2, 3, 4), entropy_positions=4)
+    seed = resolve_config(trainlib.load_config(TINY)).seed
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0), 4)
+    subsets = {l: subsample_positions(targets[l - 1], 4, keys[l - 1]) for l in (2, 3, 4)}
+    assert subsets[2] is targets[1] and subsets[4].shape[1:3] == (2, 2)
     want = np.mean([float(usage_entropy_loss(subsets[l], cb, 1.0)) for l in (2, 3, 4)])
-    whole = np.mean([float(usage_entropy_loss(aux["targets"][l - 1], cb, 1.0)) for l in (2, 3, 4)])
+    whole = np.mean([float(usage_entropy_loss(targets[l - 1], cb, 1.0)) for l in (2, 3, 4)])
     assert abs(want - whole) > 1e-4                              # the check can tell the two apart
-    mesh = trainlib.make_mesh(1)
-    m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
     np.testing.assert_allclose(m["entropy"], want, rtol=1e-4)
