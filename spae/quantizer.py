@@ -22,8 +22,8 @@ Nearest-neighbour search is chunked over the vocabulary with matmul distances: m
 found as a minimum and then the lowest index reaching it (two plain reductions, which XLA
 vectorises) rather than by one argmin (a paired value-and-index reduction, which it does not), and
 the chunk is sized so that a score block stays in cache: 1,024 tokens against 49,152 x 576 went
-from 60-67% of the matmul peak (argmin, chunk 8,192) to 81-85% (two runs of `eval.bench_spae`,
-each form against the same run's peak; the later one is docs/results/cpu/bench_spae.md). Elsewhere the argmin
+from 60-67% of the matmul peak (argmin, chunk 8,192) to 81-85% (three runs of `eval.bench_spae`,
+each form against the same run's peak; the latest is docs/results/cpu/bench_spae.md). Elsewhere the argmin
 and the configured chunk stay, as measured on an H200.
 """
 
