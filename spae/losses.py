@@ -202,13 +202,13 @@ def usage_entropy_loss(target, codebook, temperature: float, row_chunk: int | No
 def subsample_positions(x, max_positions: int, key):
     """A spatially strided subset of a layer's positions, at a random offset.
 
-    x: (B, h, w, d). Returns (B, ceil(h/s), ceil(w/s), d) = x[:, oy::s, ox::s] on x rolled by the
-    offset, with s the smallest stride that leaves at most `max_positions` positions per image
-    (s = 1, x itself, when h*w already fits) and (oy, ox) drawn uniformly from [0, s)^2 by `key`.
+    x: (B, h, w, d). Returns (B, h/s, w/s, d) = x[:, oy::s, ox::s], with s the smallest stride that
+    leaves at most `max_positions` positions per image (s = 1, x itself, when h*w already fits; s
+    must divide h and w) and (oy, ox) drawn uniformly from [0, s)^2 by `key`.
     Every position is equally likely to be kept, so a mean over the subset is an unbiased estimate
     of the mean over all positions; on a 16x16 layer with max_positions=64 it keeps a quarter.
     """
-    b, h, w, d = x.shape
+    _, h, w, _ = x.shape
     if max_positions < 1:
         raise ValueError(f"max_positions must be >= 1; got {max_positions}")
     s = 1

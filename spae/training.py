@@ -149,13 +149,12 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         if L.get("entropy", 0.0) > 0:                   # codebook-usage regulariser on the chosen layers
             cb = model.codes()
             ent_layers = L.get("entropy_layers") or range(1, n_layers + 1)
+            targets = {l: aux["targets"][l - 1] for l in ent_layers}
             cap = L.get("entropy_positions")   # None: every position; else a strided subset per layer
-            keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), step), n_layers)
-            ent = 0.0
-            for l in ent_layers:
-                t = aux["targets"][l - 1]
-                t = t if cap is None else subsample_positions(t, int(cap), keys[l - 1])
-                ent = ent + usage_entropy_loss(t, cb, L.get("entropy_temp", 1.0))
+            if cap is not None:
+                keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), step), n_layers)
+                targets = {l: subsample_positions(t, int(cap), keys[l - 1]) for l, t in targets.items()}
+            ent = sum(usage_entropy_loss(t, cb, L.get("entropy_temp", 1.0)) for t in targets.values())
             out["entropy_raw"] = ent / len(ent_layers)
             terms["entropy"] = L.entropy * out["entropy_raw"]
         if percept is not None:

@@ -177,7 +177,7 @@ def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
 
 def _entropy_step(tmp_path, **loss):
     """One tiny-config step with `loss` overrides: (logged metrics, the layers' targets before the
-    step, the code table)."""
+    step, the code table, the config)."""
     cfg = resolve_config(trainlib.load_config(TINY))
     cfg.loss.update(**loss)
     vocab = spae_train.build_vocab(cfg)
@@ -189,14 +189,14 @@ def _entropy_step(tmp_path, **loss):
     cb = ts.model.codes()
     mesh = trainlib.make_mesh(1)
     m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
-    return m, aux["targets"], cb
+    return m, aux["targets"], cb, cfg
 
 
 def test_usage_entropy_term_in_the_step(tmp_path):
     """loss.entropy adds weight * mean over the chosen layers of usage_entropy_loss on their targets."""
     from spae.losses import usage_entropy_loss
 
-    m, targets, cb = _entropy_step(tmp_path, entropy=0.3, entropy_temp=2.0, entropy_layers=(1, 3))
+    m, targets, cb, _ = _entropy_step(tmp_path, entropy=0.3, entropy_temp=2.0, entropy_layers=(1, 3))
     want = np.mean([float(usage_entropy_loss(targets[l - 1], cb, 2.0)) for l in (1, 3)])
     np.testing.assert_allclose(m["entropy"], 0.3 * want, rtol=1e-4)
 
@@ -207,9 +207,8 @@ def test_usage_entropy_on_a_subset_of_positions(tmp_path):
     from spae.losses import subsample_positions, usage_entropy_loss
 
     # tiny config: 4x4 grid, layers 1x1, 2x2, 4x4, 4x4; at most 4 positions -> the 4x4 ones at stride 2
-    m, targets, cb = _entropy_step(tmp_path, entropy=1.0, entropy_layers=(2, 3, 4), entropy_positions=4)
-    seed = resolve_config(trainlib.load_config(TINY)).seed
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 0), 4)
+    m, targets, cb, cfg = _entropy_step(tmp_path, entropy=1.0, entropy_layers=(2, 3, 4), entropy_positions=4)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 0), 4)
     subsets = {l: subsample_positions(targets[l - 1], 4, keys[l - 1]) for l in (2, 3, 4)}
     assert subsets[2] is targets[1] and subsets[4].shape[1:3] == (2, 2)
     want = np.mean([float(usage_entropy_loss(subsets[l], cb, 1.0)) for l in (2, 3, 4)])
