@@ -28,7 +28,8 @@ from spae.codebook import Vocabulary
 from spae.data import from_model_images, to_model_images
 from spae.model import SPAE, ModelConfig
 
-__all__ = ["Pyramid", "Tokenizer", "load_tokenizer", "save_checkpoint", "DEFAULT_CHECKPOINT"]
+__all__ = ["Pyramid", "Tokenizer", "load_tokenizer", "load_weights", "checkpoint_model_config", "save_checkpoint",
+           "DEFAULT_CHECKPOINT"]
 
 DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "fmnist32")
 
@@ -59,6 +60,50 @@ def _flat_params(module) -> dict:
     for path, var in nnx.state(module, nnx.Param).flat_state():
         flat["/".join(str(p) for p in path)] = np.asarray(var.get_value() if hasattr(var, "get_value") else var.value)
     return flat
+
+
+def load_weights(model: SPAE, directory: str) -> None:
+    """Set `model`'s encoder/decoder parameters, in place, from a checkpoint's params.safetensors.
+
+    The model must be built with the checkpoint's model config (same layers, same shapes); any
+    mismatch is one error naming the differing parameters. The frozen codebook is not touched.
+    """
+    from safetensors.numpy import load_file
+
+    path = os.path.join(directory, "params.safetensors")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no params.safetensors in {directory}: not an SPAE tokenizer checkpoint "
+                                "(train.spae writes one to <workdir>/export)")
+    params = load_file(path)
+    expected = _flat_params(model)
+    if set(params) != set(expected):
+        missing, extra = set(expected) - set(params), set(params) - set(expected)
+        raise ValueError(f"checkpoint {directory} does not match the model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(extra)[:5]}")
+    bad = [f"{k}: checkpoint {params[k].shape} != model {expected[k].shape}"
+           for k in expected if params[k].shape != expected[k].shape]
+    if bad:
+        raise ValueError(f"checkpoint {directory} does not match the model's shapes: " + "; ".join(bad[:5]))
+    state = nnx.state(model, nnx.Param)
+    for path_, var in state.flat_state():
+        value = jnp.asarray(params["/".join(str(p) for p in path_)])
+        var.set_value(value) if hasattr(var, "set_value") else setattr(var, "value", value)
+    nnx.update(model, state)
+
+
+def checkpoint_model_config(directory: str) -> ModelConfig:
+    """The ModelConfig a tokenizer checkpoint was trained with (its config.json)."""
+    return ModelConfig.from_dict(_read_meta(directory)["model"])
+
+
+def _read_meta(directory: str) -> dict:
+    cfg_path = os.path.join(directory, "config.json")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(
+            f"no SPAE tokenizer checkpoint at {directory} (config.json missing). Train one with "
+            "`python -m train.spae --config train/configs/spae_fmnist32.py --workdir DIR` and load DIR/export.")
+    with open(cfg_path) as f:
+        return json.load(f)
 
 
 def save_checkpoint(directory: str, model: SPAE, vocab: Vocabulary, cfg) -> None:
@@ -174,16 +219,8 @@ def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
 
     llm: an already loaded frozen LLM to take the embedding table from (else loaded by name).
     """
-    from safetensors.numpy import load_file
-
     directory = checkpoint_dir or DEFAULT_CHECKPOINT
-    cfg_path = os.path.join(directory, "config.json")
-    if not os.path.exists(cfg_path):
-        raise FileNotFoundError(
-            f"no SPAE tokenizer checkpoint at {directory} (config.json missing). Train one with "
-            "`python -m train.spae --config train/configs/spae_fmnist32.py --workdir DIR` and load DIR/export.")
-    with open(cfg_path) as f:
-        meta = json.load(f)
+    meta = _read_meta(directory)
     v = meta["vocab"]
     vocab_path = os.path.join(directory, "vocab.json")
     if v["source"] == "random":
@@ -201,17 +238,5 @@ def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
         vocab = Vocabulary.load(vocab_path, llm.embeddings)
     mc = ModelConfig.from_dict(meta["model"])
     model = SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0))
-    params = load_file(os.path.join(directory, "params.safetensors"))
-    expected = _flat_params(model)
-    if set(params) != set(expected):
-        missing, extra = set(expected) - set(params), set(params) - set(expected)
-        raise ValueError(f"checkpoint {directory} does not match its config: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(extra)[:5]}")
-    state = nnx.state(model, nnx.Param)
-    for path, var in state.flat_state():
-        key = "/".join(str(p) for p in path)
-        if params[key].shape != expected[key].shape:
-            raise ValueError(f"{key}: checkpoint shape {params[key].shape} != model {expected[key].shape}")
-        var.set_value(jnp.asarray(params[key])) if hasattr(var, "set_value") else setattr(var, "value", jnp.asarray(params[key]))
-    nnx.update(model, state)
+    load_weights(model, directory)
     return Tokenizer(model, vocab, prep=meta["data"].get("prep", "resize"), name=os.path.basename(directory.rstrip("/")))

@@ -4,7 +4,9 @@
     trainer = StepFn(ts, cfg, mesh)          # jit over a "data" mesh, donated state
     metrics = trainer(batch)                 # one optimisation step, on sharded inputs
 
-Config fields used here (see train/configs/spae_*.py): model.*, loss.*, optim.*, train.ema_decay, lqae.
+Config fields used here (see train/configs/spae_*.py): model.*, loss.*, optim.*, train.ema_decay, lqae,
+train.init_from (a tokenizer checkpoint to start from) and train.trainable ("all", or "decoder": the
+encoder, hence every token, stays fixed and only the pixel losses train the decoder).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from spae.losses import (Discriminator, FixedFeatures, foreground_weight, gan_di
                          semantic_loss, subsample_positions, usage_entropy_loss)
 from spae.model import SPAE, ModelConfig
 
-__all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "Stat", "ema_modules"]
+__all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "TRAINABLE", "Stat", "ema_modules"]
 
 
 class Stat(nnx.Variable):
@@ -34,6 +36,10 @@ class Stat(nnx.Variable):
 
 # Everything that must never be optimised nor donated: the codebook and the fixed perceptual net.
 FROZEN = nnx.Any(FrozenCodebook, nnx.PathContains("percept"))
+
+# train.trainable -> the model parameters the optimiser moves. "decoder": the encoder and the
+# learned projection (so every token of every image) stay as they are; only the pixels improve.
+TRAINABLE = {"all": nnx.Param, "decoder": nnx.All(nnx.Param, nnx.PathContains("decoder"))}
 
 
 def resolve_config(cfg):
@@ -48,6 +54,16 @@ def resolve_config(cfg):
     if num_layers not in layers or not all(1 <= k <= num_layers for k in layers):
         raise ValueError(f"loss.decode_layers {layers} must lie in 1..{num_layers} and include {num_layers}")
     cfg.loss.decode_layers = layers
+    trainable = cfg.train.get("trainable", "all")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"train.trainable must be one of {sorted(TRAINABLE)}; got {trainable!r}")
+    if trainable == "decoder":
+        if not cfg.train.get("init_from"):
+            raise ValueError("train.trainable='decoder' trains a decoder under a fixed encoder: give the "
+                             "trained tokenizer to start from with train.init_from=<checkpoint dir>")
+        if cfg.loss.get("quantize_ramp", 0) or cfg.loss.get("gan", 0):
+            raise ValueError("train.trainable='decoder' decodes the fixed pyramid only: set loss.quantize_ramp=0 "
+                             "and loss.gan=0")
     bad = [l for l in cfg.loss.get("semantic_layers", []) if not 1 <= l <= num_layers]
     if cfg.loss.semantic and bad:
         raise ValueError(f"loss.semantic_layers {bad} outside 1..{num_layers}")
@@ -73,6 +89,22 @@ def _fresh_copy(module):
     return copy_
 
 
+def init_weights(model: SPAE, directory: str) -> None:
+    """Start `model` from a tokenizer checkpoint's weights; its model config must be the same."""
+    import dataclasses
+
+    from spae.tokenizer import checkpoint_model_config, load_weights
+
+    theirs = dataclasses.asdict(checkpoint_model_config(directory))
+    ours = dataclasses.asdict(model.cfg)
+    ignore = {"chunk_size", "dtype"}        # how the search and convolutions run, not what they learned
+    diff = {k: (theirs.get(k), v) for k, v in ours.items() if k not in ignore and theirs.get(k) != v}
+    if diff:
+        raise ValueError(f"train.init_from={directory} was trained with another model config; differing "
+                         f"fields (checkpoint, this config): {diff}")
+    load_weights(model, directory)
+
+
 class TrainState(nnx.Module):
     """Model, optimizer(s), generator EMA, discriminator, fixed perceptual network, counters."""
 
@@ -80,7 +112,10 @@ class TrainState(nnx.Module):
         mc = model_config(cfg)
         steps = cfg.train.steps
         self.model = SPAE(codebook, mc, rngs=rngs)
-        self.opt = nnx.Optimizer(self.model, make_optimizer(cfg.optim, steps), wrt=nnx.Param)
+        if cfg.train.get("init_from"):
+            init_weights(self.model, cfg.train.init_from)
+        wrt = TRAINABLE[cfg.train.get("trainable", "all")]
+        self.opt = nnx.Optimizer(self.model, make_optimizer(cfg.optim, steps), wrt=wrt)
         self.ema_encoder = _fresh_copy(self.model.encoder)
         self.ema_decoder = _fresh_copy(self.model.decoder)
         self.step = Stat(jnp.array(0, jnp.int32))
@@ -106,6 +141,9 @@ def ema_modules(ts: TrainState):
     return model
 
 
+RANDOM_PREFIX_STREAM = 1_000_003    # fold_in tag of the random-prefix depths, apart from the entropy keys
+
+
 def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     L = cfg.loss
     x = batch["image"].astype(jnp.float32) / 127.5 - 1.0        # (B, H, W, C)
@@ -119,6 +157,9 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     ramp = int(L.get("quantize_ramp", 0))
     fg = float(L.get("foreground", 0.0))
     pix_w = foreground_weight(x, fg) if fg > 0 else None         # (B, H, W, 1) or None
+    decoder_only = cfg.train.get("trainable", "all") == "decoder"
+    wrt = TRAINABLE[cfg.train.get("trainable", "all")]
+    step_key = jax.random.fold_in(jax.random.key(cfg.seed), step)
 
     def g_loss_fn(model, disc, percept):
         z = model.encode(x)                                        # (B, h, w, d)
@@ -126,17 +167,26 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         if ramp > 0:   # decoder input slides from the continuous z to the quantized zhat
             r = jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
             zhat = [zh + (1.0 - r) * (z - zh) for zh in zhat]
-        ys = model.decode(jnp.concatenate([zhat[k - 1] for k in layers], 0))
-        ys = ys.reshape((len(layers), b) + ys.shape[1:])           # (P, B, H, W, C)
+        inputs = [zhat[k - 1] for k in layers]
+        if L.get("random_prefix", False) and n_layers > 1:
+            # one more prefix per image, its depth drawn uniformly from 1..L-1
+            depth = jax.random.randint(jax.random.fold_in(step_key, RANDOM_PREFIX_STREAM), (b,), 1, n_layers)
+            inputs.append(jnp.stack(zhat[:-1])[depth - 1, jnp.arange(b)])   # (B, h, w, d)
+        ys = model.decode(jnp.concatenate(inputs, 0))
+        ys = ys.reshape((len(inputs), b) + ys.shape[1:])           # (P, B, H, W, C)
         terms, out = {}, {}
         recon = 0.0
-        for p, k in enumerate(layers):
+        for p, k in enumerate(layers + ["random"] * (len(inputs) - len(layers))):
             wk = 1.0 if k == n_layers else L.prefix_weight
             rk = L.l2 * l2_loss(ys[p], x, pix_w) + L.l1 * l1_loss(ys[p], x, pix_w)
             recon = recon + wk * rk
             out[f"psnr_{k}"] = psnr(ys[p], x)
         full = ys[layers.index(n_layers)]
         terms["recon"] = recon
+        if decoder_only:     # the word losses have no gradient that reaches the decoder
+            out.update(terms)
+            out["usage"] = aux["usage"]
+            return recon, (out, full)
         # "all": every running average zhat_l pulls z (zhat_1 is one token for the whole image);
         # "last": only the full pyramid's zhat_L does.
         commit_layers = L.get("commit_layers", "all")
@@ -152,7 +202,7 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
             targets = {l: aux["targets"][l - 1] for l in ent_layers}
             cap = L.get("entropy_positions")   # None: every position; else a strided subset per layer
             if cap is not None:
-                keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), step), n_layers)
+                keys = jax.random.split(step_key, n_layers)
                 targets = {l: subsample_positions(t, int(cap), keys[l - 1]) for l, t in targets.items()}
             ent = sum(usage_entropy_loss(t, cb, L.get("entropy_temp", 1.0)) for t in targets.values())
             out["entropy_raw"] = ent / len(ent_layers)
@@ -181,7 +231,7 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         out["usage"] = aux["usage"]
         return loss, (out, full)
 
-    grad_fn = nnx.value_and_grad(g_loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+    grad_fn = nnx.value_and_grad(g_loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)
     (loss, (metrics, full)), grads = grad_fn(ts.model, ts.disc, ts.percept)
     metrics["loss"] = loss
     metrics["grad_norm"] = optax.global_norm(grads)
@@ -205,7 +255,9 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         metrics.update(d_loss=d, lecam=reg, d_real=jnp.mean(lr_), d_fake=jnp.mean(lf_))
 
     decay = cfg.train.ema_decay
-    for ema, live in ((ts.ema_encoder, ts.model.encoder), (ts.ema_decoder, ts.model.decoder)):
+    pairs = ((ts.ema_decoder, ts.model.decoder),) if decoder_only else \
+        ((ts.ema_encoder, ts.model.encoder), (ts.ema_decoder, ts.model.decoder))
+    for ema, live in pairs:       # a fixed encoder's EMA is left bit-identical to it
         new = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p,
                            nnx.state(ema, nnx.Param), nnx.state(live, nnx.Param))
         nnx.update(ema, new)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from spae.training import FROZEN, StepFn, TrainState, resolve_config
+from spae.training import FROZEN, StepFn, TrainState, _fresh_copy, resolve_config
 from train import trainlib
 from train import spae as spae_train
 
@@ -175,21 +175,30 @@ def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
         StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)(trainlib.shard_batch(batch, mesh))
 
 
-def _entropy_step(tmp_path, **loss):
-    """One tiny-config step with `loss` overrides: (logged metrics, the layers' targets before the
-    step, the code table, the config)."""
-    cfg = resolve_config(trainlib.load_config(TINY))
+def _one_step(tmp_path, train=None, **loss):
+    """One tiny-config step with `loss` (and `train`) overrides: (logged metrics, the model before
+    the step, the batch's images in [-1, 1], the config)."""
+    cfg = trainlib.load_config(TINY)
     cfg.loss.update(**loss)
+    cfg.train.update(**(train or {}))
+    cfg = resolve_config(cfg)
     vocab = spae_train.build_vocab(cfg)
     arrays = spae_train.build_arrays(cfg, vocab, str(tmp_path))
     batch = {k: v[:8] for k, v in arrays.items()}
     ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0))
+    before = _fresh_copy(ts.model)                                 # own buffers: the step donates the state
     x = batch["image"].astype(np.float32) / 127.5 - 1.0
-    _, _, aux = ts.model.quantize(ts.model.encode(x))
-    cb = ts.model.codes()
     mesh = trainlib.make_mesh(1)
     m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
-    return m, aux["targets"], cb, cfg
+    return m, before, x, cfg
+
+
+def _entropy_step(tmp_path, **loss):
+    """One tiny-config step with `loss` overrides: (logged metrics, the layers' targets before the
+    step, the code table, the config)."""
+    m, model, x, cfg = _one_step(tmp_path, **loss)
+    _, _, aux = model.quantize(model.encode(x))
+    return m, aux["targets"], model.codes(), cfg
 
 
 def test_usage_entropy_term_in_the_step(tmp_path):
@@ -215,3 +224,73 @@ def test_usage_entropy_on_a_subset_of_positions(tmp_path):
     whole = np.mean([float(usage_entropy_loss(targets[l - 1], cb, 1.0)) for l in (2, 3, 4)])
     assert abs(want - whole) > 1e-4                              # the check can tell the two apart
     np.testing.assert_allclose(m["entropy"], want, rtol=1e-4)
+
+
+def test_random_prefix_decodes_one_drawn_depth_per_image(tmp_path):
+    """loss.random_prefix: besides decode_layers, each image is decoded from the prefix of a depth
+    drawn from 1..L-1 with fold_in(fold_in(key(seed), step), RANDOM_PREFIX_STREAM)."""
+    from spae.losses import psnr
+    from spae.training import RANDOM_PREFIX_STREAM
+
+    m, model, x, cfg = _one_step(tmp_path, random_prefix=True, decode_layers=[4])
+    n, b = len(cfg.model.strides), x.shape[0]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 0), RANDOM_PREFIX_STREAM)
+    depth = np.asarray(jax.random.randint(key, (b,), 1, n))
+    assert len(set(depth.tolist())) > 1 and depth.max() < n
+    _, zhat, _ = model.quantize(model.encode(x))
+    picked = np.stack([np.asarray(zhat[d - 1][i]) for i, d in enumerate(depth)])
+    want = float(psnr(model.decode(picked), x))
+    full = float(psnr(model.decode(zhat[-1]), x))
+    assert abs(want - full) > 1e-3                               # the check can tell the two apart
+    np.testing.assert_allclose(m["psnr_random"], want, rtol=1e-4)
+    np.testing.assert_allclose(m[f"psnr_{n}"], full, rtol=1e-4)
+    assert "psnr_1" not in m
+
+
+def test_decoder_stage_keeps_every_token(runs, tiny_cfg, tmp_path):
+    """train.trainable='decoder' from a trained checkpoint: the exported encoder (hence every token
+    of every image) is bit-identical to the one it started from; the decoder has moved."""
+    from safetensors.numpy import load_file
+
+    from spae import load_tokenizer
+    from visiondata import fashion_mnist
+
+    start = os.path.join(runs[0], "export")
+    cfg = trainlib.load_config(TINY)
+    cfg.train.update(init_from=start, trainable="decoder", steps=4)
+    cfg.loss.update(random_prefix=True, quantize_ramp=0, gan=0.0)
+    out = str(tmp_path / "dec")
+    last = spae_train.train(resolve_config(cfg), out, quiet=True)
+    assert "semantic" not in last and "commit" not in last and last["recon"] > 0
+    a, b = load_file(os.path.join(start, "params.safetensors")), load_file(os.path.join(out, "export", "params.safetensors"))
+    assert set(a) == set(b)
+    enc = [k for k in a if k.startswith("encoder/")]
+    dec = [k for k in a if k.startswith("decoder/")]
+    assert enc and dec and len(enc) + len(dec) == len(a)
+    for k in enc:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert any(not np.array_equal(a[k], b[k]) for k in dec)
+    images = fashion_mnist.load("test")[0][:16]
+    p0, p1 = load_tokenizer(start).encode(images), load_tokenizer(os.path.join(out, "export")).encode(images)
+    for l0, l1 in zip(p0.llm_ids, p1.llm_ids):
+        np.testing.assert_array_equal(l0, l1)
+
+
+def test_decoder_stage_errors(runs, tmp_path):
+    cfg = trainlib.load_config(TINY)
+    cfg.train.update(trainable="decoder")
+    with pytest.raises(ValueError, match="init_from"):
+        resolve_config(cfg)
+    cfg.train.update(trainable="encoder", init_from=os.path.join(runs[0], "export"))
+    with pytest.raises(ValueError, match="trainable"):
+        resolve_config(cfg)
+    cfg.train.update(trainable="decoder")
+    cfg.loss.update(quantize_ramp=0, gan=0.0)
+    cfg.model.update(ch=cfg.model.ch * 2)
+    with pytest.raises(ValueError, match="'ch'"):
+        TrainState(resolve_config(cfg), np.zeros((cfg.vocab.random_size, cfg.vocab.random_dim), np.float32),
+                   rngs=nnx.Rngs(0))
+    cfg.train.update(init_from=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        TrainState(resolve_config(cfg), np.zeros((cfg.vocab.random_size, cfg.vocab.random_dim), np.float32),
+                   rngs=nnx.Rngs(0))

@@ -3,6 +3,12 @@
     python -m train.spae --config train/configs/spae_fmnist32.py --workdir runs/spae_fmnist32 \
         [--set train.steps=500 --set loss.semantic=0]
 
+A second stage trains the decoder alone under a trained tokenizer's fixed encoder, so every
+token stays as it was and only the pictures change (train/configs/spae_fmnist32_fine8_dec.py):
+
+    python -m train.spae --config train/configs/spae_fmnist32.py --workdir runs/dec \
+        --set train.init_from=spae/pretrained/fmnist32 --set train.trainable=decoder --set loss.random_prefix=True
+
 Resumes exactly from the latest checkpoint in --workdir (model, optimizers, EMA, discriminator,
 data-iterator position). At the end writes --workdir/export, a small checkpoint that
 `spae.load_tokenizer(<workdir>/export)` reads.
@@ -79,7 +85,7 @@ def build_arrays(cfg, vocab, workdir) -> dict:
 
     images, labels, class_names = load_split(cfg.data, "train")
     arrays = {"image": images}
-    if cfg.loss.semantic > 0:
+    if cfg.loss.semantic > 0 and cfg.train.get("trainable", "all") == "all":   # a decoder-only run needs none
         arrays["sem_ids"], arrays["sem_prob"] = semantic_targets(cfg, vocab, images, labels, class_names, workdir)
     return arrays
 

@@ -32,6 +32,7 @@ def base_config() -> Config:
             foreground=0.0,              # extra pixel-loss weight on pixels off the image's median colour
             decode_layers=None,          # pyramid prefixes decoded in training (None: all)
             prefix_weight=0.5,           # weight of truncated-pyramid reconstructions
+            random_prefix=False,         # also decode, per image, a prefix of depth drawn from 1..L-1
             quantize_ramp=0,             # steps over which the decoder input goes from z to zhat (0: off)
             commit=0.25,
             codebook=1.0,                # codebook loss, only with model.code_dim > 0 (trains the projection)
@@ -52,5 +53,7 @@ def base_config() -> Config:
         optim=dict(lr=1e-3, disc_lr=1e-4, warmup=100, b1=0.9, b2=0.99, weight_decay=0.0,
                    clip_norm=1.0, final_lr_frac=0.1),
         train=dict(steps=1000, log_every=50, ckpt_every=500, ema_decay=0.99,
-                   num_devices=None, eval_batches=4),
+                   num_devices=None, eval_batches=4,
+                   init_from=None,       # a tokenizer checkpoint dir whose weights start the model
+                   trainable="all"),     # all | decoder (fixed encoder and tokens; needs init_from)
     )
