@@ -18,5 +18,5 @@ from train.configs.spae_fmnist32_fine8 import get_config as fine8_config
 def get_config():
     c = fine8_config()
     c.loss.update(decode_layers=(8,), random_prefix=True, quantize_ramp=0)
-    c.train.update(init_from="spae/pretrained/fmnist32_fine8", trainable="decoder", steps=3000, ckpt_every=100)
+    c.train.update(init_from="spae/pretrained/fmnist32_fine8", trainable="decoder", steps=2500, ckpt_every=100)
     return c
