@@ -157,8 +157,8 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     ramp = int(L.get("quantize_ramp", 0))
     fg = float(L.get("foreground", 0.0))
     pix_w = foreground_weight(x, fg) if fg > 0 else None         # (B, H, W, 1) or None
-    decoder_only = cfg.train.get("trainable", "all") == "decoder"
-    wrt = TRAINABLE[cfg.train.get("trainable", "all")]
+    trainable = cfg.train.get("trainable", "all")
+    decoder_only, wrt = trainable == "decoder", TRAINABLE[trainable]
     step_key = jax.random.fold_in(jax.random.key(cfg.seed), step)
 
     def g_loss_fn(model, disc, percept):
