@@ -262,7 +262,8 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
                            nnx.state(ema, nnx.Param), nnx.state(live, nnx.Param))
         nnx.update(ema, new)
     ts.step[...] = step + 1
-    metrics["w_semantic"] = w_sem
+    if not decoder_only:     # the decoder-only stage has no semantic term to weigh
+        metrics["w_semantic"] = w_sem
     return metrics
 
 
