@@ -8,6 +8,8 @@ import pytest
 from eval.spae_eval import psnr_uint8
 from spae.tokenizer import DEFAULT_CHECKPOINT
 
+PRETRAINED = os.path.dirname(DEFAULT_CHECKPOINT)     # the shipped checkpoints, one folder each
+
 
 @pytest.fixture(scope="module")
 def llm():
@@ -40,11 +42,18 @@ def shipped(llm, images):
 
     def get(name):
         if name not in cache:
-            t = load_tokenizer(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), name), llm=llm)
+            t = load_tokenizer(os.path.join(PRETRAINED, name), llm=llm)
             cache[name] = (t, t.encode(images[0]))
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def default_psnr(tok, images):
+    """The default tokenizer's mean full-depth PSNR on `images` (dB)."""
+    x, _ = images
+    return float(psnr_uint8(tok.decode(tok.encode(x)), x).mean())
 
 
 @pytest.mark.fashion_mnist
@@ -97,7 +106,7 @@ def test_top_layer_names_the_class(tok, images, llm):
 
     x, y = images
     assert hit_rates(tok, tok.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
-    labels = load_tokenizer(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), "fmnist32_labels"), llm=llm)
+    labels = load_tokenizer(os.path.join(PRETRAINED, "fmnist32_labels"), llm=llm)
     assert hit_rates(labels, labels.encode(x), y, fashion_mnist.CLASS_NAMES)["top_layer"] > 0.4
 
 
@@ -108,7 +117,8 @@ def test_top_layer_names_the_class(tok, images, llm):
     ("fmnist32_fine8_dec", [1, 2, 4, 8, 16, 16, 16, 16], 4.0),
     ("fmnist32_fine8_dec2", [1, 2, 4, 8, 16, 16, 16, 16], 4.0),
 ])
-def test_larger_tokenizers_draw_better_and_still_name_the_class(tok, images, shipped, checkpoint, grids, margin_db):
+def test_larger_tokenizers_draw_better_and_still_name_the_class(tok, images, shipped, default_psnr, checkpoint, grids,
+                                                                margin_db):
     """The shipped larger pyramids against the default (16.2 dB at full depth, 2,000 test images).
 
     fmnist32_deep (six layers, 213 tokens, 5,000 steps): 21.6 dB, top-layer hit rate 65.0%;
@@ -124,13 +134,12 @@ def test_larger_tokenizers_draw_better_and_still_name_the_class(tok, images, shi
     from visiondata import fashion_mnist
 
     x, y = images
-    path = os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), checkpoint)
+    path = os.path.join(PRETRAINED, checkpoint)
     big, pyr = shipped(checkpoint)
     assert big.vocab.words == tok.vocab.words                       # same words, same LLM ids
     assert [c.shape[1:] for c in pyr.codes] == [(g, g) for g in grids]
     psnr = [float(psnr_uint8(big.decode(pyr, layers=k), x).mean()) for k in range(1, len(grids) + 1)]
-    default = float(psnr_uint8(tok.decode(tok.encode(x)), x).mean())
-    assert psnr[-1] > default + margin_db, (psnr, default)
+    assert psnr[-1] > default_psnr + margin_db, (psnr, default_psnr)
     with open(os.path.join(path, "train_config.json")) as f:
         loss = json.load(f)["loss"]
     trained = list(range(1, len(grids) + 1)) if loss.get("random_prefix") else loss["decode_layers"]
@@ -171,7 +180,7 @@ def test_config_still_trains_its_shipped_tokenizer(config, checkpoint):
     from train.trainlib import load_config
 
     cfg = resolve_config(load_config(f"train/configs/{config}.py")).to_dict()
-    with open(os.path.join(os.path.dirname(DEFAULT_CHECKPOINT), checkpoint, "train_config.json")) as f:
+    with open(os.path.join(PRETRAINED, checkpoint, "train_config.json")) as f:
         shipped = json.load(f)
     assert json.loads(json.dumps(cfg, default=list)) == shipped
 
