@@ -35,6 +35,7 @@ class ModelConfig:
     codebook_norm: str = "none"          # none | sphere | center_sphere: geometry of the search (codebook.py)
     code_dim: int = 0                    # 0: SAQ in the LLM embedding space; > 0: in a learned projection
     straight_through: str = "identity"   # identity | rotation: how the pyramid's gradient reaches z
+    decoder_growth: int = 0              # residual blocks added to the decoder at each resolution (Decoder)
 
     @property
     def factor(self) -> int:
@@ -63,11 +64,17 @@ def _groups(n: int) -> int:
 
 
 class ResBlock(nnx.Module):
-    def __init__(self, cin: int, cout: int, *, dtype, rngs: nnx.Rngs):
+    """Pre-activation residual block; `identity=True` zeroes its last conv, so it starts as x -> x."""
+
+    def __init__(self, cin: int, cout: int, *, dtype, rngs: nnx.Rngs, identity: bool = False):
+        if identity and cin != cout:
+            raise ValueError(f"an identity-initialised ResBlock keeps its width; got {cin} -> {cout}")
         self.norm1 = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
         self.conv1 = nnx.Conv(cin, cout, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
         self.norm2 = nnx.GroupNorm(cout, num_groups=_groups(cout), rngs=rngs)
-        self.conv2 = nnx.Conv(cout, cout, (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        zeros = nnx.initializers.zeros_init()
+        self.conv2 = nnx.Conv(cout, cout, (3, 3), padding="SAME", dtype=dtype, rngs=rngs,
+                              **(dict(kernel_init=zeros) if identity else {}))
         self.skip = nnx.Conv(cin, cout, (1, 1), dtype=dtype, rngs=rngs) if cin != cout else None
 
     def __call__(self, x):  # (B, H, W, cin) -> (B, H, W, cout)
@@ -133,7 +140,13 @@ class Encoder(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """(B, h, w, d) -> (B, h*f, w*f, C)."""
+    """(B, h, w, d) -> (B, h*f, w*f, C).
+
+    `cfg.decoder_growth` = n adds n residual blocks at the end of each resolution (`grown[i]`,
+    before the upsampling to the next one), each starting as the identity: a decoder grown from a
+    trained one first draws exactly what that one drew, and its parameter names are a superset of
+    the smaller decoder's (growing 1 -> 2 keeps `grown/i/0` too), so train.init_from can load it.
+    """
 
     def __init__(self, cfg: ModelConfig, d: int, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(cfg.dtype)
@@ -151,15 +164,23 @@ class Decoder(nnx.Module):
                 up_after.append(len(blocks) - 1)  # nearest x2 before this conv
         self.blocks = nnx.List(blocks)
         self.up_after = tuple(up_after)
+        self.grown = nnx.List([nnx.List([ResBlock(w, w, dtype=dtype, rngs=rngs, identity=True)
+                                         for _ in range(cfg.decoder_growth)]) for w in widths])
         self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
         self.conv_out = nnx.Conv(cin, cfg.channels, (3, 3), padding="SAME", rngs=rngs)
 
     def __call__(self, z):
         h = self.conv_in(z.astype(self.dtype))
+        resolution = 0
         for i, block in enumerate(self.blocks):
             if i in self.up_after:
+                for extra in self.grown[resolution]:
+                    h = extra(h)
+                resolution += 1
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
             h = block(h)
+        for extra in self.grown[resolution]:
+            h = extra(h)
         return self.conv_out(nnx.swish(self.norm_out(h)).astype(jnp.float32))
 
 

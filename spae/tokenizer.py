@@ -62,11 +62,13 @@ def _flat_params(module) -> dict:
     return flat
 
 
-def load_weights(model: SPAE, directory: str) -> None:
+def load_weights(model: SPAE, directory: str, keep_missing: Sequence[str] = ()) -> None:
     """Set `model`'s encoder/decoder parameters, in place, from a checkpoint's params.safetensors.
 
     The model must be built with the checkpoint's model config (same layers, same shapes); any
     mismatch is one error naming the differing parameters. The frozen codebook is not touched.
+    Parameters whose name starts with one of `keep_missing` may be absent from the checkpoint and
+    keep their initial values (the identity blocks of a grown decoder, `decoder/grown/`).
     """
     from safetensors.numpy import load_file
 
@@ -76,6 +78,8 @@ def load_weights(model: SPAE, directory: str) -> None:
                                 "(train.spae writes one to <workdir>/export)")
     params = load_file(path)
     expected = _flat_params(model)
+    new = {k for k in set(expected) - set(params) if k.startswith(tuple(keep_missing))}
+    expected = {k: v for k, v in expected.items() if k not in new}
     if set(params) != set(expected):
         missing, extra = set(expected) - set(params), set(params) - set(expected)
         raise ValueError(f"checkpoint {directory} does not match the model: missing {sorted(missing)[:5]}, "
@@ -86,7 +90,10 @@ def load_weights(model: SPAE, directory: str) -> None:
         raise ValueError(f"checkpoint {directory} does not match the model's shapes: " + "; ".join(bad[:5]))
     state = nnx.state(model, nnx.Param)
     for path_, var in state.flat_state():
-        value = jnp.asarray(params["/".join(str(p) for p in path_)])
+        name = "/".join(str(p) for p in path_)
+        if name in new:
+            continue
+        value = jnp.asarray(params[name])
         var.set_value(value) if hasattr(var, "set_value") else setattr(var, "value", value)
     nnx.update(model, state)
 

@@ -90,7 +90,8 @@ def _fresh_copy(module):
 
 
 def init_weights(model: SPAE, directory: str) -> None:
-    """Start `model` from a tokenizer checkpoint's weights; its model config must be the same."""
+    """Start `model` from a tokenizer checkpoint's weights; its model config must be the same, except
+    that the decoder may be grown (a larger model.decoder_growth: the new blocks start as the identity)."""
     import dataclasses
 
     from spae.tokenizer import checkpoint_model_config, load_weights
@@ -98,11 +99,13 @@ def init_weights(model: SPAE, directory: str) -> None:
     theirs = dataclasses.asdict(checkpoint_model_config(directory))
     ours = dataclasses.asdict(model.cfg)
     ignore = {"chunk_size", "dtype"}        # how the search and convolutions run, not what they learned
+    if ours["decoder_growth"] >= theirs["decoder_growth"]:
+        ignore.add("decoder_growth")
     diff = {k: (theirs.get(k), v) for k, v in ours.items() if k not in ignore and theirs.get(k) != v}
     if diff:
         raise ValueError(f"train.init_from={directory} was trained with another model config; differing "
                          f"fields (checkpoint, this config): {diff}")
-    load_weights(model, directory)
+    load_weights(model, directory, keep_missing=("decoder/grown/",))
 
 
 class TrainState(nnx.Module):

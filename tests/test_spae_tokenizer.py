@@ -179,10 +179,20 @@ def test_config_still_trains_its_shipped_tokenizer(config, checkpoint):
     from spae.training import resolve_config
     from train.trainlib import load_config
 
-    cfg = resolve_config(load_config(f"train/configs/{config}.py")).to_dict()
+    from train.configs.spae_base import base_config
+
+    cfg = json.loads(json.dumps(resolve_config(load_config(f"train/configs/{config}.py")).to_dict(), default=list))
     with open(os.path.join(PRETRAINED, checkpoint, "train_config.json")) as f:
         shipped = json.load(f)
-    assert json.loads(json.dumps(cfg, default=list)) == shipped
+    # A switch added to spae_base after the run is absent from its record; it must still hold the
+    # base default, the value that reproduces what ran (model.decoder_growth=0: no extra blocks).
+    base = json.loads(json.dumps(base_config().to_dict(), default=list))
+    for section, fields in cfg.items():
+        if isinstance(fields, dict) and isinstance(shipped.get(section), dict):
+            for key in set(fields) - set(shipped[section]):
+                assert fields[key] == base[section][key], f"{section}.{key}={fields[key]} changes the recipe"
+                del fields[key]
+    assert cfg == shipped
 
 
 @pytest.mark.fashion_mnist
@@ -253,3 +263,54 @@ def test_teacher_hit_rate_of_a_scenes_export(tok, tmp_path):
     np.savez(path, ids=ids, prob=np.full(ids.shape, 0.5, np.float32))
     data = {"name": "scenes", "image_size": 32, "channels": 3, "prep": "resize"}   # as in an export
     assert teacher_hit_rate(str(path), data, words) == {"top1": pytest.approx(20 / 30), "topk": 1.0, "k": 2}
+
+
+@pytest.mark.fashion_mnist
+def test_grown_decoder_starts_as_the_trained_decoder_it_grew_from(shipped, images, tmp_path):
+    """model.decoder_growth above the checkpoint's: train.init_from loads every trained weight, the
+    new residual blocks start as the identity (the grown model draws the shipped tokenizer's real
+    test reconstructions bit for bit), they are trainable, and shrinking a decoder is refused."""
+    import dataclasses
+    import json
+
+    import jax.numpy as jnp
+    from flax import nnx
+    from safetensors.numpy import save_file
+
+    from spae.data import to_model_images
+    from spae.model import SPAE, ResBlock
+    from spae.tokenizer import _flat_params
+    from spae.training import init_weights
+
+    name = os.path.join(PRETRAINED, "fmnist32_fine8_dec2")
+    tok, pyr = shipped("fmnist32_fine8_dec2")
+    table = np.asarray(tok.vocab.embeddings)
+    grown_cfg = dataclasses.replace(tok.model.cfg, decoder_growth=2)
+    grown = SPAE(table, grown_cfg, rngs=nnx.Rngs(1))
+    init_weights(grown, name)
+    assert sum(len(blocks) for blocks in grown.decoder.grown) == 2 * len(grown_cfg.ch_mult)
+
+    x = jnp.asarray(to_model_images(images[0][:8], 32, 1, "pad"), jnp.float32) / 127.5 - 1.0   # (8, 32, 32, 1)
+    ids = [jnp.asarray(c[:8]) for c in pyr.codes]
+    zhat = {k: tok.model.embed(ids, k) for k in (2, 8)}                                    # (8, 16, 16, 32)
+    for z in zhat.values():
+        np.testing.assert_array_equal(np.asarray(grown.decode(z)), np.asarray(tok.model.decode(z)))
+
+    grads = nnx.grad(lambda d: jnp.mean((d(zhat[8]) - x) ** 2))(grown.decoder)
+    g = np.asarray(grads["grown"][1][0]["conv2"]["kernel"][...])     # the zeroed last conv at 32x32
+    assert np.isfinite(g).all() and np.abs(g).sum() > 0
+
+    # A checkpoint of the grown model loads into one grown as far, and not into a smaller one.
+    with open(os.path.join(name, "config.json")) as f:
+        meta = json.load(f)
+    meta["model"]["decoder_growth"] = 2
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    save_file(_flat_params(grown), str(tmp_path / "params.safetensors"))
+    again = SPAE(table, grown_cfg, rngs=nnx.Rngs(3))
+    init_weights(again, str(tmp_path))
+    np.testing.assert_array_equal(np.asarray(again.decode(zhat[8])), np.asarray(grown.decode(zhat[8])))
+    smaller = SPAE(table, dataclasses.replace(grown_cfg, decoder_growth=1), rngs=nnx.Rngs(2))
+    with pytest.raises(ValueError, match="decoder_growth"):
+        init_weights(smaller, str(tmp_path))
+    with pytest.raises(ValueError, match="identity"):
+        ResBlock(8, 16, dtype=jnp.float32, rngs=nnx.Rngs(0), identity=True)

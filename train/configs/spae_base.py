@@ -26,7 +26,8 @@ def base_config() -> Config:
         model=dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, strides=(8, 4, 2, 1, 1),
                    chunk_size=8192, dtype="float32", codebook_norm="none",
                    code_dim=0,                 # > 0: SAQ in a learned projection of the frozen table
-                   straight_through="identity"),   # identity | rotation (spae.quantizer)
+                   straight_through="identity",    # identity | rotation (spae.quantizer)
+                   decoder_growth=0),          # identity-initialised residual blocks added per decoder resolution
         loss=dict(
             l2=1.0, l1=0.0,
             foreground=0.0,              # extra pixel-loss weight on pixels off the image's median colour
