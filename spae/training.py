@@ -91,7 +91,8 @@ def _fresh_copy(module):
 
 def init_weights(model: SPAE, directory: str) -> None:
     """Start `model` from a tokenizer checkpoint's weights; its model config must be the same, except
-    that the decoder may be grown (a larger model.decoder_growth: the new blocks start as the identity)."""
+    that the decoder may be grown (a larger model.decoder_growth: the new blocks start as the identity)
+    and the pyramid may have layers appended (model.strides extending the checkpoint's)."""
     import dataclasses
 
     from spae.tokenizer import checkpoint_model_config, load_weights
@@ -101,6 +102,8 @@ def init_weights(model: SPAE, directory: str) -> None:
     ignore = {"chunk_size", "dtype"}        # how the search and convolutions run, not what they learned
     if ours["decoder_growth"] >= theirs["decoder_growth"]:
         ignore.add("decoder_growth")
+    if tuple(ours["strides"][:len(theirs["strides"])]) == tuple(theirs["strides"]):
+        ignore.add("strides")   # layers appended to the pyramid: SAQ keeps every earlier layer's tokens
     diff = {k: (theirs.get(k), v) for k, v in ours.items() if k not in ignore and theirs.get(k) != v}
     if diff:
         raise ValueError(f"train.init_from={directory} was trained with another model config; differing "

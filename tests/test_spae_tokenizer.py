@@ -116,6 +116,7 @@ def test_top_layer_names_the_class(tok, images, llm):
     ("fmnist32_fine8", [1, 2, 4, 8, 16, 16, 16, 16], 3.0),
     ("fmnist32_fine8_dec", [1, 2, 4, 8, 16, 16, 16, 16], 4.0),
     ("fmnist32_fine8_dec2", [1, 2, 4, 8, 16, 16, 16, 16], 4.0),
+    ("fmnist32_fine8_L12", [1, 2, 4, 8] + [16] * 8, 4.0),
 ])
 def test_larger_tokenizers_draw_better_and_still_name_the_class(tok, images, shipped, default_psnr, checkpoint, grids,
                                                                 margin_db):
@@ -124,7 +125,8 @@ def test_larger_tokenizers_draw_better_and_still_name_the_class(tok, images, shi
     fmnist32_deep (six layers, 213 tokens, 5,000 steps): 21.6 dB, top-layer hit rate 65.0%;
     fmnist32_fine8 (eight layers on a 16x16 grid, 1,109 tokens, 5,500 steps): 24.9 dB, 65.0%;
     fmnist32_fine8_dec (fmnist32_fine8 with its decoder trained 2,500 more steps alone): 26.2 dB,
-    65.0%; fmnist32_fine8_dec2 (7,000 steps more of the same): 27.0 dB, 65.0% (their eval.md).
+    65.0%; fmnist32_fine8_dec2 (7,000 steps more of the same): 27.0 dB, 65.0%; fmnist32_fine8_L12
+    (four layers appended, 2,000 decoder steps more): 28.1 dB, 65.0% (their eval.md).
     Here, on 64 images, each must beat the default at full depth by `margin_db`, rise with depth
     over the prefixes it was trained to decode (every depth when training also drew a random
     prefix per image), and name the class as often as the default is required to (40%)."""
@@ -149,15 +151,19 @@ def test_larger_tokenizers_draw_better_and_still_name_the_class(tok, images, shi
 
 @pytest.mark.fashion_mnist
 @pytest.mark.parametrize("before, after, gain_db", [("fmnist32_fine8", "fmnist32_fine8_dec", 0.5),
-                                                    ("fmnist32_fine8_dec", "fmnist32_fine8_dec2", 0.3)])
+                                                    ("fmnist32_fine8_dec", "fmnist32_fine8_dec2", 0.3),
+                                                    ("fmnist32_fine8_dec2", "fmnist32_fine8_L12", 0.4)])
 def test_decoder_only_stage_keeps_the_tokens_and_draws_better(images, shipped, before, after, gain_db):
     """fmnist32_fine8_dec is fmnist32_fine8 with only its decoder trained further
-    (train.trainable="decoder"), and fmnist32_fine8_dec2 the same again from fmnist32_fine8_dec: on
-    real images each must give exactly its start's tokens, and draw them better at full depth
-    (24.9 -> 26.2 -> 27.0 dB on 2,000 test images, their eval.md; here at least `gain_db` on 64)."""
+    (train.trainable="decoder"), fmnist32_fine8_dec2 the same again from fmnist32_fine8_dec, and
+    fmnist32_fine8_L12 the same again from fmnist32_fine8_dec2 with four layers appended to the
+    pyramid: on real images each must give exactly its start's tokens (in its start's layers), and
+    draw them better at full depth (24.9 -> 26.2 -> 27.0 -> 28.1 dB on 2,000 test images, their
+    eval.md; here at least `gain_db` on 64)."""
     x, _ = images
     (first, p1), (second, p2) = shipped(before), shipped(after)
-    for a, b in zip(p1.codes, p2.codes, strict=True):
+    assert len(p2.codes) >= len(p1.codes)
+    for a, b in zip(p1.codes, p2.codes[:len(p1.codes)], strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     db1, db2 = (float(psnr_uint8(t.decode(p), x).mean()) for t, p in ((first, p1), (second, p2)))
     assert db2 > db1 + gain_db, (db1, db2)
@@ -167,11 +173,12 @@ def test_decoder_only_stage_keeps_the_tokens_and_draws_better(images, shipped, b
                                                 ("spae_fmnist32_fine", "fmnist32_fine"),
                                                 ("spae_fmnist32_fine8", "fmnist32_fine8"),
                                                 ("spae_fmnist32_fine8_dec", "fmnist32_fine8_dec"),
-                                                ("spae_fmnist32_fine8_dec2", "fmnist32_fine8_dec2")])
+                                                ("spae_fmnist32_fine8_dec2", "fmnist32_fine8_dec2"),
+                                                ("spae_fmnist32_fine8_L12", "fmnist32_fine8_L12")])
 def test_config_still_trains_its_shipped_tokenizer(config, checkpoint):
     """spae_fmnist32_deep builds on spae_fmnist32, spae_fmnist32_fine on spae_fmnist32_deep,
     spae_fmnist32_fine8 on spae_fmnist32_fine, spae_fmnist32_fine8_dec on spae_fmnist32_fine8 and
-    spae_fmnist32_fine8_dec2 on spae_fmnist32_fine8_dec: a
+    spae_fmnist32_fine8_dec2 on spae_fmnist32_fine8_dec, spae_fmnist32_fine8_L12 on it: a
     later change to a base config must not silently change the recipe behind a shipped tokenizer,
     whose train_config.json is its run's full config."""
     import json
@@ -269,7 +276,8 @@ def test_teacher_hit_rate_of_a_scenes_export(tok, tmp_path):
 def test_grown_decoder_starts_as_the_trained_decoder_it_grew_from(shipped, images, tmp_path):
     """model.decoder_growth above the checkpoint's: train.init_from loads every trained weight, the
     new residual blocks start as the identity (the grown model draws the shipped tokenizer's real
-    test reconstructions bit for bit), they are trainable, and shrinking a decoder is refused."""
+    test reconstructions bit for bit), they are trainable, and shrinking a decoder is refused; so is
+    any change of the pyramid other than appending layers."""
     import dataclasses
     import json
 
@@ -314,3 +322,8 @@ def test_grown_decoder_starts_as_the_trained_decoder_it_grew_from(shipped, image
         init_weights(smaller, str(tmp_path))
     with pytest.raises(ValueError, match="identity"):
         ResBlock(8, 16, dtype=jnp.float32, rngs=nnx.Rngs(0), identity=True)
+    # Layers may be appended to the pyramid (spae_fmnist32_fine8_L12), not changed.
+    strides = tuple(grown_cfg.strides)
+    init_weights(SPAE(table, dataclasses.replace(grown_cfg, strides=strides + (1, 1)), rngs=nnx.Rngs(4)), name)
+    with pytest.raises(ValueError, match="strides"):
+        init_weights(SPAE(table, dataclasses.replace(grown_cfg, strides=strides[:-1] + (2,)), rngs=nnx.Rngs(5)), name)
