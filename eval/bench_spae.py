@@ -2,7 +2,7 @@
 against a matmul peak measured in the same run on the same device.
 
     python -m eval.bench_spae [--tokens 1024] [--vocab 49152 262144] [--dim 576 640] [--chunk 8192 ...]
-                              [--reduction auto argmin]
+                              [--reduction auto argmin fused] [--fused-plan 128x128x64,w8,s3 ...]
                               [--entropy 32 576]
                               [--config train/configs/spae_fmnist32.py] [--dtype float32|bfloat16]
                               [--out eval_out/bench_spae]
@@ -46,12 +46,19 @@ def matmul_peak(n: int, dtype) -> float:
     return 2 * n ** 3 / _time(f, a, b) / 1e9
 
 
-def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int, dtype, reduction: str = "auto") -> float:
+def quantizer_gflops(tokens: int, vocab: int, dim: int, chunk: int | None, dtype, reduction: str = "auto",
+                     plan=None) -> float:
+    """GFLOP/s of nearest_code's search; reduction "fused" with a spae.fused_search.FusedPlan (or its
+    default) times the fused kernel, for which chunk is unused."""
+    from spae.fused_search import FusedPlan, fused_nearest_code
     from spae.quantizer import nearest_code
 
     x = jax.random.normal(jax.random.key(2), (tokens, dim), dtype)
     cb = jax.random.normal(jax.random.key(3), (vocab, dim), dtype)
-    f = jax.jit(lambda x, cb: nearest_code(x, cb, chunk_size=chunk, reduction=reduction))
+    if reduction == "fused":
+        f = jax.jit(lambda x, cb: fused_nearest_code(x, cb, plan=plan or FusedPlan()))
+    else:
+        f = jax.jit(lambda x, cb: nearest_code(x, cb, chunk_size=chunk, reduction=reduction))
     return 2 * tokens * vocab * dim / _time(f, x, cb) / 1e9
 
 
@@ -156,7 +163,12 @@ def write_report(res: dict, out: str) -> str:
              "| quantizer | per-chunk reduction | tokens | vocab x d | GFLOP/s | % of peak |",
              "|---|---|---|---|---|---|"]
     for q in res["quantizer"]:
-        lines.append(f"| SAQ search (chunk_size {q['chunk']}) | {q.get('reduction', 'argmin')} | {q['tokens']} | "
+        search = "SAQ search, fused kernel" if q["chunk"] is None else f"SAQ search (chunk_size {q['chunk']})"
+        if "error" in q:
+            lines.append(f"| {search} | {q['reduction']} | {q['tokens']} | {q['vocab']} x {q['dim']} | "
+                         f"failed: {q['error'][:120]} ||")
+            continue
+        lines.append(f"| {search} | {q.get('reduction', 'argmin')} | {q['tokens']} | "
                      f"{q['vocab']} x {q['dim']} | {q['gflops']:.1f} | {100 * q['frac_peak']:.0f}% |")
     if res.get("entropy"):
         lines += ["", "Usage-entropy term (loss.entropy), value and gradient: spae.losses.usage_entropy_loss "
@@ -202,9 +214,14 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, nargs="+", default=[49152, 262144])
     p.add_argument("--dim", type=int, nargs="+", default=[576, 640])
     p.add_argument("--chunk", type=int, nargs="+", default=[8192], help="vocabulary chunk sizes to sweep")
-    p.add_argument("--reduction", nargs="+", default=["auto", "argmin"], choices=["auto", "argmin", "min_index"],
+    p.add_argument("--reduction", nargs="+", default=["auto", "argmin"], choices=["auto", "argmin", "min_index", "fused"],
                    help="per-chunk best-code reductions to time (spae.quantizer.chunk_best; auto: the "
-                        "platform's default, min_index on a CPU, argmin elsewhere)")
+                        "platform's default, min_index on a CPU, argmin elsewhere), or fused: the Pallas "
+                        "kernel of spae.fused_search, once per --fused-plan (a GPU kernel; interpreted, "
+                        "and slow, elsewhere)")
+    p.add_argument("--fused-plan", nargs="+", default=["128x128x64,w8,s3"],
+                   help="tile plans of the fused kernel: block_n x block_v x block_d, warps, stages "
+                        "(spae.fused_search.FusedPlan.parse)")
     p.add_argument("--matmul", type=int, default=2048)
     p.add_argument("--entropy", type=int, nargs="*", default=[32, 576], metavar="D",
                    help="code widths of the usage-entropy rows (21,163 words, 680 positions: the "
@@ -228,8 +245,10 @@ def main(argv=None):
         if missing:
             raise SystemExit(f"{args.timings} has no step time for {missing}; it has {sorted(step_times)}")
     else:
+        from spae.fused_search import FusedPlan
         from spae.quantizer import search_plan
 
+        plans = [FusedPlan.parse(t) for t in args.fused_plan]
         dtype = jnp.dtype(args.dtype)
         dev = jax.devices()[0]
         res = {"device": f"{dev.platform}:{dev.device_kind} x{len(jax.devices())}", "dtype": args.dtype,
@@ -237,15 +256,26 @@ def main(argv=None):
         res["matmul_peak_gflops"] = peak = matmul_peak(args.matmul, dtype)
         print(f"matmul peak {peak:.1f} GFLOP/s", flush=True)
         for v, d in zip(args.vocab, args.dim):
-            for chunk in args.chunk:
-                for red in args.reduction:
-                    g = quantizer_gflops(args.tokens, v, d, chunk, dtype, red)
+            runs = [(chunk, red, None) for chunk in args.chunk for red in args.reduction if red != "fused"]
+            runs += [(None, "fused", plan) for plan in plans if "fused" in args.reduction]
+            for chunk, red, plan in runs:
+                if red == "fused":
+                    label = f"fused {plan.label()}"
+                else:
                     c, form = search_plan(args.tokens, v, chunk, red, dev.platform)
                     label = f"auto: {form}, chunk {c}" if red == "auto" else red
-                    res["quantizer"].append({"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk,
-                                             "reduction": label, "gflops": g, "frac_peak": g / peak})
-                    print(f"quantizer {v} x {d} chunk {chunk} {label}: {g:.1f} GFLOP/s", flush=True)
-                    write_report(res, args.out)
+                row = {"tokens": args.tokens, "vocab": v, "dim": d, "chunk": chunk, "reduction": label}
+                try:
+                    g = quantizer_gflops(args.tokens, v, d, chunk, dtype, red, plan)
+                    row.update(gflops=g, frac_peak=g / peak)
+                except Exception as e:             # e.g. a tile plan the GPU compiler refuses: keep the rest
+                    if red != "fused":
+                        raise
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                res["quantizer"].append(row)
+                print(f"quantizer {v} x {d} chunk {chunk} {label}: "
+                      f"{row.get('error') or format(row['gflops'], '.1f') + ' GFLOP/s'}", flush=True)
+                write_report(res, args.out)
         res["entropy"] = []
         for d in args.entropy:
             res["entropy"].append(entropy_times(680, 21163, d))

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# One prepared accelerator check for SPAE: correctness of the quantizer and losses on the
-# accelerator, then the bf16 benchmark (quantizer GFLOP/s at 49k and 262k words, train-step MFU of
+# One prepared accelerator check for SPAE: correctness of the quantizer (the fused kernel too) and
+# losses on the accelerator, then the bf16 benchmark (quantizer GFLOP/s at 49k and 262k words, train-step MFU of
 # the tiny and ImageNet-128 configs) against a matmul peak measured in the same run.
 #
-#     OUT=eval_out/device bash eval/device_check.sh
+#     OUT=eval_out/device bash eval/device_check.sh              # everything (up to about 11 min)
+#     STEP=tests bash eval/device_check.sh; STEP=bench bash ...  # the same in two calls under 10 min each
 #
 # Runs under whatever JAX the machine has (no install). Where its Flax/optax cannot run the
 # step, it falls back to the pinned wheels in .whl/ (pip download flax==0.12.8 optax==0.2.8).
@@ -15,6 +16,7 @@
 #         --set model.dtype=bfloat16 --set data.batch_size=64 --out docs/results/device_h200/bench_spae_bf16
 set -u
 OUT=${OUT:-eval_out/device}
+STEP=${STEP:-all}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1
@@ -34,15 +36,19 @@ fi
 
 # Correctness on the accelerator: SAQ ids against brute force, chunked == unchunked, losses
 # against NumPy (tests that need no LLM weights or datasets).
-timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_spae_quantizer.py tests/test_spae_losses.py \
+# tests/test_spae_fused_search.py there runs the fused search as its real Triton kernel.
+[ "$STEP" = bench ] || timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_spae_quantizer.py tests/test_spae_fused_search.py \
+    tests/test_spae_losses.py \
     2>&1 | tail -25 | tee "$OUT/tests.log"
 
 # bf16 benchmark: 16,384 tokens = a batch of 64 ImageNet-128 images x 16 x 16 latent positions,
-# both per-chunk reductions of the search (argmin is the default off a CPU; whether min_index is
-# faster there too is to be measured: the H200 run in docs/results had argmin only); the same
-# batch of 64 for the train steps (256 images and 65,536 tokens ran past 300 s, compile and
-# autotuning included). Rows are written as they finish.
-timeout 300 $PY -m eval.bench_spae --dtype bfloat16 --tokens 16384 --matmul 8192 \
-    --vocab 49152 262144 --dim 576 640 --chunk 8192 --reduction argmin min_index \
+# both per-chunk reductions of the XLA search (argmin is the default off a CPU; whether min_index is
+# faster there too is to be measured: the H200 run in docs/results had argmin only) and the fused
+# Pallas kernel (spae.fused_search, never timed yet) at four tile plans; the same batch of 64 for
+# the train steps (256 images and 65,536 tokens ran past 300 s, compile and autotuning included).
+# Rows are written as they finish; a tile plan the GPU refuses is a failed row, not a stop.
+[ "$STEP" = tests ] || timeout 420 $PY -m eval.bench_spae --dtype bfloat16 --tokens 16384 --matmul 8192 \
+    --vocab 49152 262144 --dim 576 640 --chunk 8192 --reduction argmin min_index fused \
+    --fused-plan 128x128x64,w8,s3 128x256x64,w8,s3 64x128x64,w4,s4 128x64x64,w4,s4 \
     --config train/configs/spae_tiny.py --config train/configs/spae_imagenet128_gemma.py \
     --set model.dtype=bfloat16 --set data.batch_size=64 --steps 3 --out "$OUT/bench_spae_bf16" 2>&1 | grep -v cuda_timer

@@ -24,7 +24,9 @@ vectorises) rather than by one argmin (a paired value-and-index reduction, which
 the chunk is sized so that a score block stays in cache: 1,024 tokens against 49,152 x 576 went
 from 60-67% of the matmul peak (argmin, chunk 8,192) to 81-85% (three runs of `eval.bench_spae`,
 each form against the same run's peak; the latest is docs/results/cpu/bench_spae.md). Elsewhere the argmin
-and the configured chunk stay, as measured on an H200.
+and the configured chunk stay, as measured on an H200. reduction="fused" hands the whole search to
+one Pallas kernel that never writes the scores out (`spae.fused_search`); it is opt-in until it has
+been timed on a GPU.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+
+from spae.fused_search import fused_nearest_code
 
 __all__ = [
     "saq_quantize", "saq_quantize_aux", "nearest_code", "chunk_best", "search_plan", "subsample", "upsample",
@@ -89,6 +93,7 @@ def _best_by_min_then_index(s: jax.Array):
 
 
 REDUCTIONS = {"argmin": _best_by_argmin, "min_index": _best_by_min_then_index}
+SEARCHES = ("auto", *REDUCTIONS, "fused")        # what nearest_code's `reduction` accepts
 
 # On a CPU each (tokens x chunk) score block is sized to stay in cache: about 2M float32 (8 MB).
 # Measured on the 2-core CPU (eval.bench_spae): 1,024 tokens search fastest with chunks of 2,048,
@@ -134,15 +139,19 @@ def nearest_code(x: jax.Array, codebook: jax.Array, chunk_size: int | None = DEF
     Scores 0.5*||e||^2 - x.e (same argmin as ||e - x||^2), computed chunk by chunk over the
     vocabulary with a running minimum, so memory is O(N * chunk_size). reduction: "auto" (the
     platform's plan, `search_plan`, chosen when the computation is lowered for its device),
-    "argmin" or "min_index" (`chunk_best`; with `chunk_size` as given).
+    "argmin" or "min_index" (`chunk_best`; with `chunk_size` as given), or "fused" (one Pallas
+    kernel that never writes the scores out, `spae.fused_search`; chunk_size unused; a GPU kernel,
+    run by Pallas's interpreter elsewhere).
     """
     if x.ndim != 2 or codebook.ndim != 2 or x.shape[1] != codebook.shape[1]:
         raise ValueError(f"nearest_code wants x (N, d) and codebook (V, d); got {x.shape} and {codebook.shape}")
-    if reduction != "auto" and reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be 'auto' or one of {sorted(REDUCTIONS)}; got {reduction!r}")
+    if reduction not in SEARCHES:
+        raise ValueError(f"reduction must be one of {list(SEARCHES)}; got {reduction!r}")
     x = jax.lax.stop_gradient(x)
     codebook = jax.lax.stop_gradient(codebook).astype(x.dtype)
     n, v = x.shape[0], codebook.shape[0]
+    if reduction == "fused":
+        return fused_nearest_code(x, codebook, precision=precision)
     if reduction != "auto":
         return _search(x, codebook, *search_plan(n, v, chunk_size, reduction, ""), precision)
 
