@@ -209,12 +209,14 @@ def write_report(res: dict, out: str) -> str:
 
 
 def main(argv=None):
+    from spae.quantizer import SEARCHES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=1024)
     p.add_argument("--vocab", type=int, nargs="+", default=[49152, 262144])
     p.add_argument("--dim", type=int, nargs="+", default=[576, 640])
     p.add_argument("--chunk", type=int, nargs="+", default=[8192], help="vocabulary chunk sizes to sweep")
-    p.add_argument("--reduction", nargs="+", default=["auto", "argmin"], choices=["auto", "argmin", "min_index", "fused"],
+    p.add_argument("--reduction", nargs="+", default=["auto", "argmin"], choices=SEARCHES,
                    help="per-chunk best-code reductions to time (spae.quantizer.chunk_best; auto: the "
                         "platform's default, min_index on a CPU, argmin elsewhere), or fused: the Pallas "
                         "kernel of spae.fused_search, once per --fused-plan (a GPU kernel; interpreted, "
