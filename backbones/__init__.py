@@ -1,6 +1,7 @@
-"""Frozen models shared by both routes: the Llama-family LLM and the contrastive image-text model.
+"""Frozen models shared by both routes: the Llama-family LLM, the ImageNet image backbone and the
+contrastive image-text model.
 
-    from backbones import load_llm, load_clip
+    from backbones import load_llm, load_vision, load_clip
 """
 from __future__ import annotations
 
@@ -19,4 +20,11 @@ def load_clip(name_or_path: str | None = None, **kwargs):
     return _load(name_or_path, **kwargs)
 
 
-__all__ = ["load_llm", "load_clip"]
+def load_vision(name_or_path: str = "efficientnet-lite0", **kwargs):
+    """Load the frozen ImageNet backbone by name (``"efficientnet-lite0"``, ``-lite1``, ``-lite2``) or .pth path."""
+    from backbones.vision.api import load_vision as _load
+
+    return _load(name_or_path, **kwargs)
+
+
+__all__ = ["load_llm", "load_vision", "load_clip"]

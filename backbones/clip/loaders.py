@@ -176,7 +176,7 @@ def read_tensors(path: str) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             return dict(z)
     if path.endswith((".bin", ".pt", ".pth")):
-        from backbones.clip.torch_pickle import load_torch_state_dict
+        from backbones.torch_pickle import load_torch_state_dict
 
         return load_torch_state_dict(path)
     raise ValueError(f"{path}: unknown checkpoint format (expected .safetensors, .npz, .bin, .pt or .pth)")
