@@ -1,22 +1,40 @@
 """Command line: describe an image with LENS, and optionally answer a question about it.
 
-    python -m lens describe IMAGE [--question "What color is the circle?"] [--captioner DIR] [--json]
+    python -m lens describe PHOTO [--question "What is in this picture?"]     # real photos: ImageNet tags
+    python -m lens describe SCENE.png --toy --question "What color is the circle?"   # + the toy-domain models
+
+By default the ImageNet backbone (EfficientNet-Lite0) tags the image with its top classes and
+their WordNet hypernyms. `--toy` adds the repo's own contrastive model and captioner, trained
+on Fashion-MNIST and synthetic scenes only; each line of output names the model that said it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+EXAMPLE = """example:
+  python -m lens describe photo.jpg --question "What is in this picture?"
+  python -m lens describe scene.png --vision none --toy --question "What color is the circle?"
+"""
 
 
 def format_output(path: str, out: dict) -> str:
     lines = [f"image: {path}"]
-    for key in ("tags", "attributes", "captions"):
-        lines.append(f"{key}:")
-        lines += [f"  - {v}" for v in out[key]] or ["  (none)"]
+    by_source: dict[str, list[str]] = {}
+    for tag, src in zip(out["tags"], out["sources"]["tags"]):
+        by_source.setdefault(src, []).append(tag)
+    for src, tags in by_source.items():
+        lines.append(f"tags ({src}):")
+        lines += [f"  - {t}" for t in tags]
+    for key in ("attributes", "captions"):
+        if out["sources"][key] is not None:
+            lines.append(f"{key} ({out['sources'][key]}):")
+            lines += [f"  - {v}" for v in out[key]] or ["  (none)"]
     if out.get("answer") is not None:
         lines.append(f"question: {out['question']}")
-        lines.append(f"answer: {out['answer']}")
+        lines.append(f"answer ({out['llm']}): {out['answer']}")
     return "\n".join(lines)
 
 
@@ -24,30 +42,51 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lens", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("describe", help="tags, attributes, captions (and an answer) for one image file")
+    d = sub.add_parser("describe", help="tags (and attributes, captions, an answer) for one image file",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("image")
     d.add_argument("--question", default=None)
-    d.add_argument("--captioner", default=None, help="captioner export dir (default: the shipped one)")
-    d.add_argument("--clip", default="default", help="contrastive model name/path; 'none' skips tags/attributes")
+    d.add_argument("--vision", default="efficientnet-lite0",
+                   help="ImageNet backbone for real-photo tags: efficientnet-lite0/1/2, a .pth path, or 'none'")
+    d.add_argument("--toy", action="store_true",
+                   help="also run the toy-domain contrastive model and captioner (Fashion-MNIST, synthetic scenes)")
+    d.add_argument("--captioner", default=None, help="with --toy: captioner export dir (default: the shipped one)")
+    d.add_argument("--clip", default="default", help="with --toy: contrastive model name/path; 'none' skips it")
     d.add_argument("--llm", default="smollm2-135m")
     d.add_argument("--num_captions", type=int, default=5)
     d.add_argument("--show_prompt", action="store_true")
     d.add_argument("--json", action="store_true", help="print the output dict as JSON")
+    d.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = p.parse_args(argv)
-
-    from lens.images import ImageError, load_image
-
     try:
-        image = load_image(args.image)
-    except ImageError as e:
+        return describe(args)
+    except (ValueError, OSError, ImportError) as e:
+        if args.debug or os.environ.get("LLMSIGHT_DEBUG"):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def describe(args) -> int:
+    from lens.images import load_image
+
+    if args.question is not None and not args.question.strip():
+        raise ValueError("--question is empty; ask something, or leave --question out for a description")
+    vision = None if args.vision == "none" else args.vision
+    if vision is None and not args.toy:
+        raise ValueError("--vision none without --toy leaves nothing to look at the image; drop one of them")
+    image = load_image(args.image)
+    if vision is not None:
+        from backbones.vision.api import to_pil
+
+        to_pil(image, name=args.image)   # too small / too large for the backbone: say so before loading models
     from lens.pipeline import Lens
 
-    lens = Lens.load(llm=args.llm, clip=None if args.clip == "none" else args.clip, captioner=args.captioner,
-                     num_captions=args.num_captions)
+    clip = None if not args.toy or args.clip == "none" else args.clip
+    captioner = args.captioner if args.toy else "none"
+    lens = Lens.load(llm=args.llm, clip=clip, captioner=captioner, vision=vision, num_captions=args.num_captions)
     out = lens(image[None], None if args.question is None else [args.question])[0]
-    out["question"] = args.question
+    out["question"], out["llm"] = args.question, args.llm
     if args.json:
         print(json.dumps(out, indent=1))
     else:

@@ -100,8 +100,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im.resize((size, size), Image.Resampling.BICUBIC))
 
 
-def prepare_images(images, size: int) -> np.ndarray:
-    """A batch (B, H, W[, C]) array, or a list of arrays/paths -> uint8 (B, size, size, 3)."""
+def rgb_images(images) -> list[np.ndarray]:
+    """A batch (B, H, W[, C]) array, or a list of arrays/paths -> list of uint8 (H, W, 3) at native size."""
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[-1] in (3, 4) and images.shape[0] > 4:
@@ -123,5 +123,10 @@ def prepare_images(images, size: int) -> np.ndarray:
         a = load_image(im) if isinstance(im, (str, os.PathLike)) else to_rgb(im, name=f"image {i}")
         if a.shape[0] * a.shape[1] > MAX_PIXELS:
             raise ImageError(f"image {i} has {a.shape[0] * a.shape[1]:,} pixels, above {MAX_PIXELS:,}; downscale it")
-        out.append(resize(a, size))
-    return np.stack(out)
+        out.append(a)
+    return out
+
+
+def prepare_images(images, size: int) -> np.ndarray:
+    """A batch (B, H, W[, C]) array, or a list of arrays/paths -> uint8 (B, size, size, 3)."""
+    return np.stack([resize(a, size) for a in rgb_images(images)])

@@ -2,8 +2,15 @@
 
     from lens import Lens
     lens = Lens.load()                                 # offline defaults: SmolLM2, repo CLIP, shipped captioner
+    lens = Lens.load(vision="efficientnet-lite0", clip=None, captioner="none")   # real photos: ImageNet tags
     out = lens(images, ["What color is the circle?"])  # images uint8 (B, H, W, 3)
-    out[0] -> {"tags": [...], "attributes": [...], "captions": [...], "prompt": str, "answer": str | None}
+    out[0] -> {"tags": [...], "attributes": [...], "captions": [...], "prompt": str, "answer": str | None,
+               "sources": {"tags": [model per tag], "attributes": model or None, "captions": model or None}}
+
+Two kinds of vision modules: the ImageNet tagger (`lens.imagenet_tagger`, the frozen real-photo
+backbone) and the repo's own contrastive model and captioner, trained on Fashion-MNIST and the
+synthetic scenes (the toy domains: on a photo they describe shapes that are not there). Every
+output names the model that said it.
     lens.classify(images, ["t-shirt", "trouser", ...]) -> (B, C) summed log-probs of each label
 """
 from __future__ import annotations
@@ -13,24 +20,27 @@ from typing import Sequence
 
 import numpy as np
 
-from lens.images import prepare_images
+from lens.images import prepare_images, rgb_images
 from lens.prompt import build_prompt, clean_answer, describe
 
 
 class Lens:
-    def __init__(self, llm, captioner=None, tagger=None, attributer=None, *, num_captions: int = 5, beam: int = 4,
-                 sample_top_k: int = 10, answer_tokens: int = 8, chat: bool = False, seed: int = 0):
+    def __init__(self, llm, captioner=None, tagger=None, attributer=None, *, photo_tagger=None,
+                 num_captions: int = 5, beam: int = 4, sample_top_k: int = 10, answer_tokens: int = 8,
+                 chat: bool = False, seed: int = 0):
         self.llm, self.captioner, self.tagger, self.attributer = llm, captioner, tagger, attributer
+        self.photo_tagger = photo_tagger
         self.num_captions, self.beam, self.sample_top_k = num_captions, beam, sample_top_k
         self.answer_tokens, self.chat, self.seed = answer_tokens, chat, seed
 
     @classmethod
-    def load(cls, llm="smollm2-135m", clip="default", captioner=None, vocab_dir=None, *, top_k_tags: int = 5,
-             top_k_attributes: int = 3, tag_threshold: float = 0.02, attribute_threshold: float = 0.02,
-             **kwargs) -> "Lens":
+    def load(cls, llm="smollm2-135m", clip="default", captioner=None, vocab_dir=None, *, vision=None,
+             top_k_tags: int = 5, top_k_attributes: int = 3, tag_threshold: float = 0.02,
+             attribute_threshold: float = 0.02, **kwargs) -> "Lens":
         """Everything offline by default. `llm`/`clip` take names, paths or loaded models; `captioner` a
         directory written by `train.captioner` (default: the shipped lens/pretrained/captioner) or a
-        `Captioner` ("none": no captions); clip=None skips tags and attributes."""
+        `Captioner` ("none": no captions); clip=None skips tags and attributes. `vision` (a name such as
+        "efficientnet-lite0", a .pth path or a loaded backbone) adds the ImageNet tagger for real photos."""
         from lens.build_vocab import load_attributes, load_tags
         from lens.caption import Captioner
         from lens.tagging import VocabScorer
@@ -59,26 +69,48 @@ class Lens:
                 tagger = VocabScorer(clip, load_tags(vocab_dir), "a photo of {}", top_k_tags, tag_threshold)
                 attributer = VocabScorer(clip, load_attributes(vocab_dir), "a photo of {}", top_k_attributes,
                                          attribute_threshold)
-        return cls(llm, captioner, tagger, attributer, **kwargs)
+        photo_tagger = None
+        if vision is not None:
+            from lens.imagenet_tagger import ImageNetTagger
+
+            if isinstance(vision, str):
+                from backbones import load_vision
+
+                vision = load_vision(vision)
+            photo_tagger = ImageNetTagger(vision)
+        return cls(llm, captioner, tagger, attributer, photo_tagger=photo_tagger, **kwargs)
 
     # -- vision to text --------------------------------------------------------------------
     def describe_images(self, images) -> list[dict]:
-        """uint8 (B, H, W, 3) (or a list of arrays / paths) -> per image {"tags", "attributes", "captions"}."""
+        """uint8 (B, H, W, 3) (or a list of arrays / paths) -> per image {"tags", "attributes", "captions",
+        "sources"}; ImageNet tags (real photos) come before the toy-domain contrastive model's."""
         scorer = self.tagger or self.attributer
-        clip_in = prepare_images(images, getattr(scorer.clip, "image_size", 224)) if scorer else None
-        x = prepare_images(images, self.captioner.cfg.image_size) if self.captioner else clip_in
-        if x is None:
-            raise ValueError("this Lens has neither a captioner nor a contrastive model")
-        b = len(x)
-        tags = [[t for t, _ in row] for row in self.tagger(clip_in)] if self.tagger else [[] for _ in range(b)]
+        if scorer is None and self.captioner is None and self.photo_tagger is None:
+            raise ValueError("this Lens has no vision module (ImageNet tagger, contrastive model or captioner)")
+        originals = rgb_images(images)
+        b = len(originals)
+        tags, sources = [[] for _ in range(b)], [[] for _ in range(b)]
+        if self.photo_tagger is not None:
+            for i, row in enumerate(self.photo_tagger(originals)):
+                tags[i] += [t for t, _ in row]
+                sources[i] += [self.photo_tagger.name] * len(row)
+        clip_in = prepare_images(originals, getattr(scorer.clip, "image_size", 224)) if scorer else None
+        if self.tagger is not None:
+            for i, row in enumerate(self.tagger(clip_in)):
+                tags[i] += [t for t, _ in row]
+                sources[i] += ["toy clip"] * len(row)
         attrs = [[t for t, _ in row] for row in self.attributer(clip_in)] if self.attributer else [[] for _ in range(b)]
         caps = [[] for _ in range(b)]
         if self.captioner is not None:
+            x = prepare_images(originals, self.captioner.cfg.image_size)
             best = self.captioner.caption(x, beam=self.beam)
             extra = self.captioner.sample(x, n=self.num_captions, top_k=self.sample_top_k, seed=self.seed) \
                 if self.num_captions > 0 else [[] for _ in range(b)]
             caps = [list(dict.fromkeys([g] + e))[: max(1, self.num_captions)] for g, e in zip(best, extra)]
-        return [{"tags": t, "attributes": a, "captions": c} for t, a, c in zip(tags, attrs, caps)]
+        where = {"attributes": "toy clip" if self.attributer else None,
+                 "captions": "toy captioner" if self.captioner else None}
+        return [{"tags": t, "attributes": a, "captions": c, "sources": {"tags": s, **where}}
+                for t, a, c, s in zip(tags, attrs, caps, sources)]
 
     # -- reasoning ----------------------------------------------------------------------------
     def answer(self, prompts: Sequence[str]) -> list[str]:

@@ -107,7 +107,9 @@ def test_pipeline_with_stub_tagger(llm, captioner, scenes_test):
     q = [f"What color is the {g['objects'][g['main']]['shape']}?" for g in scenes_test.graphs[:3]]
     outs = lens(scenes_test.images[:3], q)
     for o, c, question in zip(outs, colours, q):
-        assert set(o) == {"tags", "attributes", "captions", "prompt", "answer"}
+        assert set(o) == {"tags", "attributes", "captions", "sources", "prompt", "answer"}
+        assert o["sources"] == {"tags": ["toy clip"] * len(o["tags"]), "attributes": "toy clip",
+                                "captions": "toy captioner"}
         assert o["tags"][0].split()[0] == c and o["attributes"] == [f"{c}, bright colour"]
         assert 1 <= len(o["captions"]) <= 3
         assert o["prompt"] == build_prompt(o["tags"], o["attributes"], o["captions"], question)

@@ -82,3 +82,23 @@ def test_perceptual_distance_ranks_like_pixels_where_pixels_agree_and_has_gradie
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).sum()) > 0
     with pytest.raises(ValueError, match="one shape"):
         perceptual_distance(model, x, x[:, :32])
+
+
+def test_bench_flops_are_the_jaxpr_count_plus_the_depthwise_taps():
+    """The analytic count of eval.bench_vision against eval.flops' jaxpr count, which sees every conv and
+    matmul but not the depthwise convs (run as elementwise taps): their 2 k^2 C h w FLOPs are added back."""
+    from flax import nnx
+
+    from backbones.vision import EfficientNetLite, get_config
+    from eval.bench_vision import model_flops
+    from eval.flops import count_flops
+
+    cfg = get_config("efficientnet-lite1")
+    model = EfficientNetLite(cfg, rngs=nnx.Rngs(0))
+    S = 96
+    counted = count_flops(lambda x: model(x), jnp.zeros((1, S, S, 3)))
+    h, taps = -(-S // 2), 0
+    for b in cfg.blocks:
+        h = -(-h // b.stride)
+        taps += 2 * b.kernel ** 2 * b.hidden * h * h
+    assert model_flops(cfg, S) == counted + taps

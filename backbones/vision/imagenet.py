@@ -105,15 +105,27 @@ def _synset(index_or_synset: int | str) -> str:
     return _classes()[i][0]
 
 
+def synset_name(synset: str) -> str:
+    """A WordNet synset id of the tables (a class or one of its hypernyms) -> its first lemma."""
+    if synset not in _hypernyms():
+        raise ValueError(f"unknown synset id {synset!r} (not an ImageNet-1k class nor one of their hypernyms)")
+    return _hypernyms()[synset][0]
+
+
+def hypernym_ids(index_or_synset: int | str, max_depth: int | None = None) -> list[str]:
+    """Synset ids going up the primary hypernyms (first parent), nearest first, the class itself excluded."""
+    hyp, s, out = _hypernyms(), _synset(index_or_synset), []
+    while hyp[s][1] and (max_depth is None or len(out) < max_depth):
+        s = hyp[s][1][0]
+        out.append(s)
+    return out
+
+
 def hypernym_chain(index_or_synset: int | str, max_depth: int | None = None) -> list[str]:
     """Names going up the primary hypernyms (first parent), nearest first, the class itself excluded.
 
     ``hypernym_chain(281)`` -> ['domestic cat', 'cat', 'feline', ..., 'entity']; at most ``max_depth`` names."""
-    hyp, s, out = _hypernyms(), _synset(index_or_synset), []
-    while hyp[s][1] and (max_depth is None or len(out) < max_depth):
-        s = hyp[s][1][0]
-        out.append(hyp[s][0])
-    return out
+    return [synset_name(s) for s in hypernym_ids(index_or_synset, max_depth)]
 
 
 def ancestors(index_or_synset: int | str) -> set[str]:
@@ -128,11 +140,18 @@ def ancestors(index_or_synset: int | str) -> set[str]:
     return out
 
 
-def tag_hypernyms(index: int | str, k: int = 3) -> list[str]:
-    """Up to ``k`` nearest primary-chain names that are not in ``ABSTRACT`` nor the class's own name or lemmas."""
+def tag_hypernym_ids(index: int | str, k: int = 3) -> list[str]:
+    """Up to ``k`` nearest primary-chain synset ids whose names are not in ``ABSTRACT`` nor the class's own
+    name or lemmas."""
     s = _synset(index)
     own = {_hypernyms()[s][0].lower()}
     if s in _index():
         _, name, lems, _ = _classes()[_index()[s]]
         own |= {n.lower() for n in [name, *lems.split(", ")]}
-    return [n for n in hypernym_chain(s) if n not in ABSTRACT and n.lower() not in own][:k]
+    keep = [h for h in hypernym_ids(s) if synset_name(h) not in ABSTRACT and synset_name(h).lower() not in own]
+    return keep[:k]
+
+
+def tag_hypernyms(index: int | str, k: int = 3) -> list[str]:
+    """The names of `tag_hypernym_ids`: e.g. tabby -> ['domestic cat', 'cat', 'feline']."""
+    return [synset_name(h) for h in tag_hypernym_ids(index, k)]

