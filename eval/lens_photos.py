@@ -23,7 +23,10 @@ import json
 import os
 import re
 
+from PIL import Image
 from tqdm import tqdm
+
+from backbones.vision.api import MIN_SIDE
 
 QUESTION = "What is in this picture?"
 # Nouns for what each photo shows (judged by eye); the ImageNet-1k classes that could name it are
@@ -64,11 +67,14 @@ def nouns(text: str) -> set[str]:
 
 
 def head(tag: str) -> str:
-    return next(iter(nouns(tag.split()[-1])), tag.lower())
+    """The head noun of a tag: its last word, after dropping a disambiguation ("crane (wading bird)" -> crane)."""
+    words = re.sub(r"\(.*?\)", "", tag).split() or tag.split()
+    return next(iter(nouns(words[-1])), words[-1].lower())
 
 
 def tuxpaint_photos(root: str) -> list[tuple[str, str]]:
-    """(png path, English caption) of every stamp outside `cartoon` and `symbols` folders that has a caption."""
+    """(png path, English caption) of every stamp outside `cartoon` and `symbols` folders that has a caption
+    (and at least MIN_SIDE pixels a side, which the backbone needs)."""
     out = []
     for d, dirs, files in os.walk(root):
         dirs.sort()
@@ -79,8 +85,11 @@ def tuxpaint_photos(root: str) -> list[tuple[str, str]]:
             if f.endswith(".png") and os.path.isfile(txt):
                 with open(txt, encoding="utf-8", errors="replace") as fh:
                     caption = fh.readline().strip()
-                if caption:
-                    out.append((os.path.join(d, f), caption))
+                path = os.path.join(d, f)
+                with Image.open(path) as im:
+                    big_enough = min(im.size) >= MIN_SIDE
+                if caption and big_enough:
+                    out.append((path, caption))
     return out
 
 

@@ -84,9 +84,17 @@ def run_cli(*args):
 def test_cli_bad_inputs_get_one_line(tmp_path):
     Image.new("RGB", (1, 1), (255, 0, 0)).save(tmp_path / "dot.png")
     r = run_cli(str(tmp_path / "dot.png"))
-    assert r.returncode == 2 and "at least 16 pixels" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "at least 8 pixels" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(photo("coffee"), "--question", "  ")
     assert r.returncode == 2 and "--question is empty" in r.stderr
     r = run_cli(photo("coffee"), "--vision", "none")
     assert r.returncode == 2 and "nothing to look at" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_head_nouns():
+    from eval.lens_photos import head, nouns
+
+    assert [head(t) for t in ("crane (wading bird)", "domestic cat", "cat", "motor scooter")] == \
+        ["crane", "cat", "cat", "scooter"]
+    assert nouns("A red kangaroo.") == {"kangaroo"} and nouns("Two cats on a mat") == {"cat", "mat"}

@@ -214,7 +214,7 @@ def test_bad_inputs_get_one_clear_error(tmp_path, monkeypatch):
         m.preprocess(str(tmp_path / "bad.png"))
     with pytest.raises(VisionInputError, match="no such image"):
         m.preprocess(str(tmp_path / "missing.png"))
-    with pytest.raises(VisionInputError, match="at least 16 pixels"):
+    with pytest.raises(VisionInputError, match="at least 8 pixels"):
         m.preprocess(np.zeros((1, 1, 3), np.uint8))
     with pytest.raises(VisionInputError, match="uint8"):
         m.preprocess(np.zeros((64, 64, 3), np.float32))

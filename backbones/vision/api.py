@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from backbones.vision.model import EfficientNetLite
 
 MAX_PIXELS = 50_000_000   # refuse larger inputs (decompression bombs); downscale first
-MIN_SIDE = 16             # refuse smaller inputs: nothing there to recognise
+MIN_SIDE = 8              # refuse smaller inputs: nothing there to recognise
 
 
 class VisionInputError(ValueError):
