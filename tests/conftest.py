@@ -5,6 +5,9 @@
   dataset-fashion-mnist package, or FASHION_MNIST_DIR). Without them the test is skipped with the
   command that installs them; with LLMSIGHT_REQUIRE_DATA=1 (set by .ci/run) it fails instead, so
   that CI cannot pass on a machine that lacks the real images.
+- `@pytest.mark.emoji`: the same for the emoji cache (`python -m visiondata.emoji_setup`).
+- `@pytest.mark.tuxpaint`: the same for the Tux Paint stamps (Debian's tuxpaint-stamps-default,
+  or TUXPAINT_STAMPS_DIR).
 """
 import os
 
@@ -23,13 +26,47 @@ def fashion_mnist_missing() -> str | None:
     return None
 
 
+def emoji_missing() -> str | None:
+    """None when the emoji cache is set up; else the loader's message on how to set it up."""
+    from visiondata import emoji
+    from visiondata.errors import MissingDataError
+
+    try:
+        emoji.resolve_root()
+    except MissingDataError as e:
+        return str(e)
+    return None
+
+
+def tuxpaint_missing() -> str | None:
+    """None when the Tux Paint stamps folder is there; else the reader's message on what to install."""
+    from visiondata import tuxpaint
+    from visiondata.errors import MissingDataError
+
+    try:
+        tuxpaint.resolve_root()
+    except MissingDataError as e:
+        return str(e)
+    return None
+
+
+_DATA_MARKERS = {"fashion_mnist": fashion_mnist_missing, "emoji": emoji_missing, "tuxpaint": tuxpaint_missing}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "emoji: reads the emoji cache (tests/conftest.py: skipped without it, "
+                                       "failed without it when LLMSIGHT_REQUIRE_DATA=1)")
+    config.addinivalue_line("markers", "tuxpaint: reads the real Tux Paint stamps (same rule)")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    if item.get_closest_marker("fashion_mnist") is None or (missing := fashion_mnist_missing()) is None:
-        return
-    if os.environ.get("LLMSIGHT_REQUIRE_DATA") == "1":
-        pytest.fail(missing + " (LLMSIGHT_REQUIRE_DATA=1: real images are required here)", pytrace=False)
-    pytest.skip(missing)
+    for marker, missing_fn in _DATA_MARKERS.items():
+        if item.get_closest_marker(marker) is None or (missing := missing_fn()) is None:
+            continue
+        if os.environ.get("LLMSIGHT_REQUIRE_DATA") == "1":
+            pytest.fail(missing + " (LLMSIGHT_REQUIRE_DATA=1: real images are required here)", pytrace=False)
+        pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

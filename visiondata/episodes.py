@@ -20,10 +20,19 @@ or, for dataset "scenes", image `index` of `scenes.generate(..., seed=0, split=s
 (dataset "scenes:<seed>" for another seed; an image does not depend on n or size).
 `load_dataset(ep.dataset, ep.split)` returns (images, labels, class_names) indexed that way.
 
+Emoji (`visiondata.emoji`): dataset "emoji:<style>" (or "emoji:<style>:skin" with skin-tone
+variants), `index` into `emoji.load(style, split, skin_tones=...)`, `label` the concept's row in
+`emoji.concept_table()`, `class_name` its name. Support and query may come from different
+styles: `sample(support_labels, ..., query_labels=...)` draws queries from the second pool, and
+the query rows of the CSV name their own dataset (`Episode.query_dataset`), e.g. supports drawn
+by Noto and queries by Fluent (the held-out style), on concepts both draw.
+
 Command line:
     python -m visiondata.episodes --dataset fashion_mnist --ways 5 --shots 1 --queries 1 \
         --episodes 100 --seed 0 --out episodes.csv [--split test]
     python -m visiondata.episodes --dataset scenes --split test --num-scenes 2000 ... --out e.csv
+    python -m visiondata.episodes --dataset emoji --support-style google --query-style fluent-flat \
+        --split heldout --ways 5 --shots 1 --queries 1 --episodes 100 --out e.csv [--skin-tones]
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ class Episode:
     dataset: str | None = None
     split: str | None = None
     class_names: list | None = None  # names of `classes`, when known
+    query_dataset: str | None = None  # where the queries come from, when not `dataset` (another style)
 
     @property
     def ways(self) -> int:
@@ -64,27 +74,46 @@ class Episode:
         return len(self.query) // max(1, len(self.classes))
 
 
-def sample(labels, ways: int, shots: int, queries: int, n_episodes: int, seed: int = 0) -> list[Episode]:
-    """`n_episodes` N-way K-shot episodes with M queries per class from int labels (N_data,)."""
+def _labels_1d(labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 1-D integer array; got {labels.dtype} {labels.shape}")
+    return labels
+
+
+def sample(labels, ways: int, shots: int, queries: int, n_episodes: int, seed: int = 0,
+           query_labels=None) -> list[Episode]:
+    """`n_episodes` N-way K-shot episodes with M queries per class from int labels (N_data,).
+
+    With `query_labels` (N_query,), the queries are indices into that second pool (another
+    style of the same classes) and the classes are those with `shots` supports in `labels` and
+    `queries` queries in `query_labels`."""
+    labels = _labels_1d(labels)
     if min(ways, shots, queries) < 1 or n_episodes < 0:
         raise ValueError(f"need ways, shots, queries >= 1 and n_episodes >= 0; got {ways}, {shots}, {queries}, {n_episodes}")
     need = shots + queries
     pools = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
-    eligible = np.array(sorted(c for c, idx in pools.items() if len(idx) >= need), np.int64)
+    if query_labels is None:
+        eligible = np.array(sorted(c for c, idx in pools.items() if len(idx) >= need), np.int64)
+        lack = f"at least shots+queries={need} examples"
+    else:
+        query_labels = _labels_1d(query_labels)
+        qpools = {int(c): np.flatnonzero(query_labels == c) for c in np.unique(query_labels)}
+        eligible = np.array(sorted(c for c, idx in pools.items()
+                                   if len(idx) >= shots and len(qpools.get(c, ())) >= queries), np.int64)
+        lack = f"{shots} support and {queries} query examples"
     if len(eligible) < ways:
-        raise ValueError(
-            f"only {len(eligible)} classes have at least shots+queries={need} examples; "
-            f"{ways}-way episodes need {ways}"
-        )
+        raise ValueError(f"only {len(eligible)} classes have {lack}; {ways}-way episodes need {ways}")
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_episodes):
         classes = rng.choice(eligible, size=ways, replace=False)
         sup, qry = [], []
         for c in classes:
+            if query_labels is not None:
+                sup.append(rng.choice(pools[int(c)], size=shots, replace=False))
+                qry.append(rng.choice(qpools[int(c)], size=queries, replace=False))
+                continue
             picked = rng.choice(pools[int(c)], size=need, replace=False)
             sup.append(picked[:shots])
             qry.append(picked[shots:])
@@ -105,7 +134,30 @@ def _scene_seed(dataset: str) -> int:
         raise ValueError(f"scene dataset names are 'scenes' or 'scenes:<seed>'; got {dataset!r}") from e
 
 
+def _emoji_args(dataset: str) -> tuple[str, bool]:
+    """"emoji:<style>[:skin]" -> (style, skin_tones)."""
+    from visiondata import emoji
+
+    parts = dataset.split(":")
+    if len(parts) not in (2, 3) or parts[1] not in emoji.STYLES or parts[2:] not in ([], ["skin"]):
+        raise ValueError(f"emoji dataset names are 'emoji:<style>' or 'emoji:<style>:skin' with style one of "
+                         f"{', '.join(emoji.STYLES)}; got {dataset!r}")
+    return parts[1], len(parts) == 3
+
+
+def _emoji_labels(concepts: list[str]) -> np.ndarray:
+    """Concept keys -> int64 rows of `emoji.concept_table()`."""
+    from visiondata import emoji
+
+    row = {r["concept"]: i for i, r in enumerate(emoji.concept_table())}
+    return np.array([row[c] for c in concepts], np.int64)
+
+
 def known_class_names(dataset: str) -> list[str] | None:
+    if dataset.startswith("emoji:"):
+        from visiondata import emoji
+
+        return [r["name"] for r in emoji.concept_table()]
     if dataset == "fashion_mnist":
         from visiondata import fashion_mnist
 
@@ -117,17 +169,21 @@ def known_class_names(dataset: str) -> list[str] | None:
     return None
 
 
-def write_csv(path, episodes: list[Episode], dataset: str, split: str, class_names=None) -> None:
-    """Write episodes, one row per example (see the module docstring)."""
+def write_csv(path, episodes: list[Episode], dataset: str, split: str, class_names=None,
+              query_dataset: str | None = None) -> None:
+    """Write episodes, one row per example (see the module docstring); query rows name
+    `query_dataset` (or the episode's) when the queries come from another dataset or style."""
     names = class_names if class_names is not None else known_class_names(dataset)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_FIELDS)
         for e_i, ep in enumerate(episodes):
-            for role, idx, lab in (("support", ep.support, ep.support_labels), ("query", ep.query, ep.query_labels)):
+            qds = query_dataset or ep.query_dataset or dataset
+            for role, ds, idx, lab in (("support", dataset, ep.support, ep.support_labels),
+                                       ("query", qds, ep.query, ep.query_labels)):
                 for i, y in zip(idx, lab):
-                    w.writerow([e_i, role, dataset, split, int(i), int(y), names[int(y)] if names else ""])
+                    w.writerow([e_i, role, ds, split, int(i), int(y), names[int(y)] if names else ""])
 
 
 def read_csv(path) -> list[Episode]:
@@ -149,15 +205,16 @@ def read_csv(path) -> list[Episode]:
                     raise DataError(f"{path}, line {line}: episode, index and label must be integers ({ex})") from ex
                 if r["role"] not in ("support", "query"):
                     raise DataError(f"{path}, line {line}: role must be 'support' or 'query'; got {r['role']!r}")
-                ep = rows.setdefault(e, {"support": [], "query": [], "dataset": r["dataset"], "split": r["split"],
-                                         "names": {}})
+                ep = rows.setdefault(e, {"support": [], "query": [], "split": r["split"], "names": {}})
                 ep[r["role"]].append((idx, lab))
+                ep.setdefault(r["role"] + "_dataset", r["dataset"])
                 ep["names"][lab] = r["class_name"]
     except UnicodeDecodeError as ex:
         raise DataError(f"{path}: not a text CSV file ({ex})") from ex
     out = []
     for e in sorted(rows):
         r = rows[e]
+        sd, qd = r.get("support_dataset"), r.get("query_dataset")
         classes = list(dict.fromkeys(lab for _, lab in r["support"] + r["query"]))
         out.append(Episode(
             classes=np.array(classes, np.int64),
@@ -165,7 +222,8 @@ def read_csv(path) -> list[Episode]:
             support_labels=np.array([y for _, y in r["support"]], np.int64),
             query=np.array([i for i, _ in r["query"]], np.int64),
             query_labels=np.array([y for _, y in r["query"]], np.int64),
-            dataset=r["dataset"], split=r["split"], class_names=[r["names"][c] for c in classes],
+            dataset=sd or qd, split=r["split"], class_names=[r["names"][c] for c in classes],
+            query_dataset=qd if sd and qd and qd != sd else None,
         ))
     return out
 
@@ -174,8 +232,15 @@ def load_dataset(dataset: str, split: str, num_scenes: int = 2000, size: int = 6
     """(images, labels, class_names) of a dataset split, indexed as the CSV's `index` column.
 
     fashion_mnist: uint8 (N, 28, 28) grayscale; scenes: uint8 (num_scenes, size, size, 3) (any
-    num_scenes above the episodes' largest index gives the same images; see `needed_scenes`).
+    num_scenes above the episodes' largest index gives the same images; see `needed_scenes`);
+    emoji:<style>[:skin]: uint8 (N, size, size, 3) on white, labels = concept-table rows.
     """
+    if dataset.startswith("emoji:"):
+        from visiondata import emoji
+
+        style, skin = _emoji_args(dataset)
+        ds = emoji.load(style, split, size, skin_tones=skin)
+        return ds.images, _emoji_labels(ds.concepts), known_class_names(dataset)
     if dataset == "fashion_mnist":
         from visiondata import fashion_mnist
 
@@ -186,7 +251,7 @@ def load_dataset(dataset: str, split: str, num_scenes: int = 2000, size: int = 6
 
         s = scenes.generate(num_scenes, size=size, seed=_scene_seed(dataset), split=split)
         return s.images, s.labels, list(s.class_names)
-    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes or scenes:<seed>")
+    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes, scenes:<seed> or emoji:<style>")
 
 
 def needed_scenes(episodes: list[Episode]) -> int:
@@ -196,6 +261,11 @@ def needed_scenes(episodes: list[Episode]) -> int:
 
 def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarray:
     """Labels of a dataset split as the CSV's `index` refers to them: int64 (N,)."""
+    if dataset.startswith("emoji:"):
+        from visiondata import emoji
+
+        style, skin = _emoji_args(dataset)
+        return _emoji_labels(emoji.load(style, split, size=8, skin_tones=skin).concepts)
     if dataset == "fashion_mnist":
         from visiondata import fashion_mnist
 
@@ -204,26 +274,37 @@ def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarr
         from visiondata import scenes
 
         return scenes.labels(num_scenes, seed=_scene_seed(dataset), split=split)
-    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes or scenes:<seed>")
+    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes, scenes:<seed> or emoji:<style>")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m visiondata.episodes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, help="fashion_mnist | scenes | scenes:<seed>")
-    p.add_argument("--split", default="test", help="fashion_mnist: train|test; scenes: train|test|heldout")
+    p.add_argument("--dataset", required=True, help="fashion_mnist | scenes | scenes:<seed> | emoji")
+    p.add_argument("--split", default="test", help="fashion_mnist: train|test; scenes, emoji: train|test|heldout")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--queries", type=int, default=1, help="queries per class")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-scenes", type=int, default=2000, help="scenes only: size of the pool to sample from")
+    p.add_argument("--support-style", default="google", help="emoji only: style of the supports")
+    p.add_argument("--query-style", default=None, help="emoji only: style of the queries (default: the support style)")
+    p.add_argument("--skin-tones", action="store_true", help="emoji only: include skin-tone variants")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    labels = dataset_labels(a.dataset, a.split, a.num_scenes)
-    eps = sample(labels, a.ways, a.shots, a.queries, a.episodes, a.seed)
-    write_csv(a.out, eps, a.dataset, a.split)
+    dataset, query_dataset, query_labels = a.dataset, None, None
+    if a.dataset == "emoji":
+        skin = ":skin" if a.skin_tones else ""
+        dataset = f"emoji:{a.support_style}{skin}"
+        if a.query_style and a.query_style != a.support_style:
+            query_dataset = f"emoji:{a.query_style}{skin}"
+            query_labels = dataset_labels(query_dataset, a.split)
+    labels = dataset_labels(dataset, a.split, a.num_scenes)
+    eps = sample(labels, a.ways, a.shots, a.queries, a.episodes, a.seed, query_labels=query_labels)
+    write_csv(a.out, eps, dataset, a.split, query_dataset=query_dataset)
+    source = dataset + (f" -> queries from {query_dataset}" if query_dataset else "")
     print(f"wrote {len(eps)} episodes ({a.ways}-way {a.shots}-shot, {a.queries} queries/class) "
-          f"from {a.dataset}/{a.split} to {a.out}")
+          f"from {source}/{a.split} to {a.out}")
 
 
 if __name__ == "__main__":
