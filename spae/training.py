@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from spae import configdict
 from spae.codebook import FrozenCodebook
 from spae.losses import (Discriminator, FixedFeatures, foreground_weight, gan_discriminator_loss, gan_generator_loss,
                          l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
@@ -278,9 +279,7 @@ def _compiled_step(graphdef, cfg_json: str, mesh):
     """One jitted step per (model structure, config, mesh), reused across StepFn instances."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from train.trainlib import Config
-
-    cfg = Config(json.loads(cfg_json))
+    cfg = configdict.Config(json.loads(cfg_json))
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
     def step(train, frozen, batch):

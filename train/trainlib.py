@@ -16,7 +16,6 @@ Model and optimizer state travel as plain pytrees of arrays: use
 from __future__ import annotations
 
 import ast
-import copy
 import importlib.util
 import json
 import os
@@ -27,6 +26,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from spae.configdict import Config  # the libraries read configs too, so the class lives there
+
 __all__ = [
     "Config", "load_config", "apply_overrides", "make_mesh", "data_sharding",
     "replicated_sharding", "shard_batch", "Checkpointer", "check_finite",
@@ -35,36 +36,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- config
-
-
-class Config(dict):
-    """A dict whose keys are also attributes (nested dicts become Configs)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__()
-        for k, v in dict(*args, **kwargs).items():
-            self[k] = v
-
-    def __setitem__(self, key, value):
-        if isinstance(value, dict) and not isinstance(value, Config):
-            value = Config(value)
-        super().__setitem__(key, value)
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(
-                f"config has no field {name!r}; fields: {sorted(self.keys())}") from None
-
-    def __setattr__(self, name, value):
-        self[name] = value
-
-    def __deepcopy__(self, memo):
-        return Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
-
-    def to_dict(self) -> dict:
-        return {k: v.to_dict() if isinstance(v, Config) else v for k, v in self.items()}
 
 
 def _parse_value(text: str) -> Any:
