@@ -221,12 +221,32 @@ class Tokenizer:
                 f"image={self.model.cfg.image_size}px x{self.model.cfg.channels})")
 
 
+PRETRAINED = os.path.dirname(DEFAULT_CHECKPOINT)
+
+
+def shipped_names() -> list[str]:
+    """Names of the tokenizers shipped in spae/pretrained (load_tokenizer(NAME))."""
+    return sorted(d for d in os.listdir(PRETRAINED) if os.path.isfile(os.path.join(PRETRAINED, d, "config.json")))
+
+
+def resolve_checkpoint(name_or_dir: str | None) -> str:
+    """None -> the default; a shipped name -> its folder; else a checkpoint directory, which must exist."""
+    if name_or_dir is None:
+        return DEFAULT_CHECKPOINT
+    if os.path.isdir(name_or_dir):
+        return name_or_dir
+    if os.sep not in name_or_dir and os.path.isdir(os.path.join(PRETRAINED, name_or_dir)):
+        return os.path.join(PRETRAINED, name_or_dir)
+    raise FileNotFoundError(f"no tokenizer named or at {name_or_dir!r}; shipped names: {', '.join(shipped_names())}, "
+                            "or give a checkpoint directory written by train.spae")
+
+
 def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
-    """Load a tokenizer checkpoint (default: the small Fashion-MNIST one shipped in the repo).
+    """Load a tokenizer by shipped name ("fmnist32", ...) or checkpoint directory (default: "fmnist32").
 
     llm: an already loaded frozen LLM to take the embedding table from (else loaded by name).
     """
-    directory = checkpoint_dir or DEFAULT_CHECKPOINT
+    directory = resolve_checkpoint(checkpoint_dir)
     meta = _read_meta(directory)
     v = meta["vocab"]
     vocab_path = os.path.join(directory, "vocab.json")
