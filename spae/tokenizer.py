@@ -6,6 +6,12 @@
     tok.to_text(pyr)                          # per image, per layer, list of token strings
     tok.decode(pyr, layers=k)                 # uint8 images of the input's size, from the first k layers
     tok.llm_ids(pyr)                          # the real LLM ids (same as pyr.llm_ids)
+    tok.from_text(tok.to_text(pyr))           # the inverse of to_text: words -> Pyramid (decode works)
+    tok.from_llm_ids(pyr.llm_ids)             # real LLM ids -> Pyramid
+
+Bad input is one ValueError / TypeError that says what is wrong and where: an empty batch,
+non-uint8 pixels, an unknown word (its layer and position), a layer of the wrong shape (its
+number, the expected and the given shape). Layers are numbered from 0, the top (fewest tokens).
 
 A checkpoint directory holds config.json, vocab.json (LLM ids and words of the codebook rows)
 and params.safetensors (generator-EMA encoder/decoder). The codebook itself is rebuilt from the
@@ -142,6 +148,9 @@ class Tokenizer:
         self.prep = prep
         self.name = name
         self._llm_to_code = {int(i): c for c, i in enumerate(vocab.llm_ids)}
+        self._word_to_code = {}                  # word -> its lowest codebook row
+        for c, w in enumerate(vocab.words):
+            self._word_to_code.setdefault(w, c)
         graphdef, state = nnx.split(model)
 
         @jax.jit
@@ -171,8 +180,12 @@ class Tokenizer:
         return [(g // s, g // s) for s in self.strides]
 
     def encode(self, images, batch_size: int = 256) -> Pyramid:
-        """uint8 (B, H, W) or (B, H, W, 3) -> Pyramid of codebook rows and real LLM ids."""
-        images = np.asarray(images)
+        """uint8 (B, H, W) or (B, H, W, 3) -> Pyramid of codebook rows and real LLM ids.
+
+        `images` may also be a list of image file paths (read with visiondata.images.read_image;
+        all must have one size) or a list of uint8 arrays of one shape.
+        """
+        images = _as_image_batch(images)
         cfg = self.model.cfg
         x = to_model_images(images, cfg.image_size, cfg.channels, self.prep)
         parts = [self._encode(self._state, jnp.asarray(x[i:i + batch_size]))
@@ -180,25 +193,102 @@ class Tokenizer:
         codes = [np.concatenate([np.asarray(p[l]) for p in parts]) for l in range(self.num_layers)]
         return Pyramid(codes, [self.vocab.to_llm_ids(c) for c in codes], tuple(images.shape))
 
+    def _check_layers(self, layers: Sequence[np.ndarray], what: str) -> int:
+        """Each layer's shape against layer_shapes(), one batch size for all; returns the batch size."""
+        shapes = self.layer_shapes()
+        if not 1 <= len(layers) <= len(shapes):
+            raise ValueError(f"{what}: got {len(layers)} layers; this tokenizer has {len(shapes)} "
+                             f"(shapes {shapes}), give 1..{len(shapes)} of them, top layer first")
+        batch = None
+        for l, (layer, (h, w)) in enumerate(zip(layers, shapes)):
+            given = tuple(np.shape(layer))
+            if len(given) != 3 or given[1:] != (h, w):
+                raise ValueError(f"{what}: layer {l} has shape {given}, expected (B, {h}, {w}) "
+                                 f"(layer shapes of this tokenizer: {shapes})")
+            if batch is None:
+                batch = given[0]
+            elif given[0] != batch:
+                raise ValueError(f"{what}: layer {l} holds {given[0]} images but layer 0 holds {batch}; "
+                                 "all layers must have the same batch size")
+        if batch == 0:
+            raise ValueError(f"{what}: no images (batch size 0)")
+        return batch
+
+    def _model_shape(self, batch: int, shape: tuple | None, what: str) -> tuple:
+        s, c = self.model.cfg.image_size, self.model.cfg.channels
+        if shape is None:
+            return (batch, s, s) if c == 1 else (batch, s, s, 3)
+        shape = tuple(int(d) for d in shape)
+        if len(shape) not in (3, 4) or shape[0] != batch or (len(shape) == 4 and shape[3] not in (1, 3)):
+            raise ValueError(f"{what}: shape must be (B, H, W) or (B, H, W, 1|3) with B = {batch}, "
+                             f"the layers' batch size; got {shape}")
+        return shape
+
     def from_llm_ids(self, llm_ids: Sequence[np.ndarray], shape: tuple | None = None) -> Pyramid:
-        """A Pyramid from real LLM ids (e.g. written by the LLM); ids outside the codebook raise."""
+        """A Pyramid from real LLM ids (e.g. written by the LLM): per layer (B, h_l, w_l), top layer
+        first, the first k layers of layer_shapes(). Ids outside the codebook and wrong shapes raise."""
+        layers = [np.asarray(layer) for layer in llm_ids]
+        batch = self._check_layers(layers, "from_llm_ids")
         codes = []
-        for layer in llm_ids:
-            layer = np.asarray(layer)
+        for l, layer in enumerate(layers):
             try:
                 codes.append(np.vectorize(self._llm_to_code.__getitem__, otypes=[np.int32])(layer))
             except KeyError as e:
-                raise ValueError(f"LLM id {e.args[0]} is not in this tokenizer's codebook "
+                raise ValueError(f"from_llm_ids: layer {l}: LLM id {e.args[0]} is not in this tokenizer's codebook "
                                  f"({self.vocab.size} word tokens)") from None
-        if shape is None:
-            s = self.model.cfg.image_size
-            shape = (len(codes[0]), s, s) if self.model.cfg.channels == 1 else (len(codes[0]), s, s, 3)
-        return Pyramid(codes, [np.asarray(l, np.int64) for l in llm_ids], tuple(shape))
+        return Pyramid(codes, [l.astype(np.int64) for l in layers], self._model_shape(batch, shape, "from_llm_ids"))
+
+    def from_text(self, words, shape: tuple | None = None) -> Pyramid:
+        """The inverse of `to_text`: token strings -> Pyramid (whose `decode` works).
+
+        words: for one image, a list of layers, each a list of token strings in row-major order
+        (exactly `to_text(pyr)[i]`); for a batch, a list of those. The first k layers may be given
+        (a prefix). One image gives a Pyramid of batch size 1. Surrounding whitespace of a word is ignored; the match is
+        otherwise exact. Where several codebook rows read as the same string, the lowest row is
+        taken (the shipped vocabularies have none: select_word_tokens keeps one id per word).
+        """
+        if isinstance(words, str) or not isinstance(words, Sequence) or len(words) == 0:
+            raise ValueError("from_text: no images (give per image a list of layers, each a list of words)")
+        single = _is_layer(words[0])
+        images = [words] if single else list(words)
+        shapes = self.layer_shapes()
+        n_layers = None
+        codes = []
+        for i, image in enumerate(images):
+            where = "from_text" if single else f"from_text, image {i}"
+            if isinstance(image, str) or not isinstance(image, Sequence) or not all(_is_layer(x) for x in image):
+                raise ValueError(f"{where}: expected a list of layers, each a list of words; got {_brief(image)}")
+            if n_layers is None:
+                n_layers = len(image)
+                if not 1 <= n_layers <= len(shapes):
+                    raise ValueError(f"{where}: got {n_layers} layers; this tokenizer has {len(shapes)} "
+                                     f"(shapes {shapes}), give 1..{len(shapes)} of them, top layer first")
+                codes = [np.empty((len(images),) + hw, np.int32) for hw in shapes[:n_layers]]
+            elif len(image) != n_layers:
+                raise ValueError(f"{where}: has {len(image)} layers but image 0 has {n_layers}; "
+                                 "every image needs the same number of layers")
+            for l, layer in enumerate(image):
+                toks = list(layer)
+                h, w = shapes[l]
+                if len(toks) != h * w:
+                    raise ValueError(f"{where}: layer {l} ({h}x{w}) has {len(toks)} words, expected {h * w} "
+                                     "in row-major order")
+                flat = codes[l][i].reshape(-1)
+                for p, tok in enumerate(toks):
+                    row = self._word_to_code.get(tok.strip()) if isinstance(tok, str) else None
+                    if row is None:
+                        raise ValueError(f"{where}: unknown word {tok!r} in layer {l} ({h}x{w}) at position {p} "
+                                         f"(row {p // w}, column {p % w}); not one of this tokenizer's "
+                                         f"{self.vocab.size} words")
+                    flat[p] = row
+        llm = [self.vocab.to_llm_ids(c) for c in codes]
+        return Pyramid(codes, llm, self._model_shape(len(images), shape, "from_text"))
 
     def decode(self, pyr, layers: int | None = None, batch_size: int = 256) -> np.ndarray:
         """Pyramid (or list of LLM-id layers) -> uint8 images of the input's size from the first k layers."""
         if not isinstance(pyr, Pyramid):
             pyr = self.from_llm_ids(pyr)
+        self._check_layers(pyr.codes, "decode")
         k = len(pyr) if layers is None else int(layers)
         if not 1 <= k <= len(pyr):
             raise ValueError(f"layers must be in 1..{len(pyr)}; got {layers}")
@@ -219,6 +309,46 @@ class Tokenizer:
     def __repr__(self):
         return (f"Tokenizer({self.name!r}, layers={self.layer_shapes()}, vocab={self.vocab.size}, "
                 f"image={self.model.cfg.image_size}px x{self.model.cfg.channels})")
+
+
+def _is_layer(x) -> bool:
+    """A layer of words: a list/tuple of strings (maybe empty)."""
+    return isinstance(x, Sequence) and not isinstance(x, str) and (len(x) == 0 or isinstance(x[0], str))
+
+
+def _brief(x) -> str:
+    r = repr(x)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _as_image_batch(images) -> np.ndarray:
+    """`encode`'s input as one array: an array, a list of arrays of one shape, or a list of file paths."""
+    if isinstance(images, (str, os.PathLike)):
+        raise TypeError(f"encode takes a batch of images; for one file pass a list: [{os.fspath(images)!r}]")
+    if not isinstance(images, np.ndarray):
+        if not isinstance(images, (list, tuple)) and not hasattr(images, "__array__") and hasattr(images, "__iter__"):
+            images = list(images)
+        if isinstance(images, (list, tuple)):
+            if len(images) == 0:
+                raise ValueError("encode: no images (empty batch)")
+            names = [f"image {i}" for i in range(len(images))]
+            if all(isinstance(p, (str, os.PathLike)) for p in images):
+                from visiondata.images import read_image
+
+                names = [os.fspath(p) for p in images]
+                images = [read_image(p) for p in images]     # clear errors for missing / corrupt files
+            shapes = [np.shape(im) for im in images]
+            i = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
+            if i is not None:
+                raise ValueError(f"encode: images differ in shape ({names[0]} is {shapes[0]}, {names[i]} is "
+                                 f"{shapes[i]}); resize them to one size or encode them one at a time")
+        images = np.asarray(images)
+    if images.ndim == 0 or len(images) == 0:
+        raise ValueError(f"encode: no images (got an array of shape {images.shape})")
+    if images.dtype != np.uint8:
+        raise TypeError(f"encode: images must be uint8 (values 0..255); got {images.dtype}. "
+                        "Convert with (x * 255).round().astype(np.uint8) if they are floats in [0, 1].")
+    return images
 
 
 PRETRAINED = os.path.dirname(DEFAULT_CHECKPOINT)

@@ -186,11 +186,30 @@ def write_csv(path, episodes: list[Episode], dataset: str, split: str, class_nam
                     w.writerow([e_i, role, ds, split, int(i), int(y), names[int(y)] if names else ""])
 
 
-def read_csv(path) -> list[Episode]:
-    """Read episodes written by `write_csv`; `DataError` for a malformed file."""
+# Numbers of images of dataset splits whose size is fixed (the CSV's `index` must be below it).
+KNOWN_SIZES = {("fashion_mnist", "train"): 60000, ("fashion_mnist", "test"): 10000}
+
+
+def _size_of(sizes: dict, dataset: str, split: str) -> int | None:
+    """The number of images of `dataset`/`split` when known: sizes[(dataset, split)] or sizes[dataset]."""
+    n = sizes.get((dataset, split), sizes.get(dataset))
+    return None if n is None else int(n)
+
+
+def read_csv(path, sizes: dict | None = None) -> list[Episode]:
+    """Read episodes written by `write_csv`; `DataError` naming the file and line for a malformed file.
+
+    Checked on every row: integer episode/index/label, a known role, an index >= 0 and, where the
+    split's size is known, below it; within an episode: one split, one dataset per role, one
+    class name per label, no image twice (nor both support and query), and every query's class
+    among the episode's support classes. sizes: the number of images of a dataset split, keyed by
+    (dataset, split) or by dataset name; the fixed-size splits of KNOWN_SIZES are always checked
+    (scenes are generated to any size; emoji splits depend on the local cache: pass their sizes).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingDataError(f"episode CSV not found: {path}")
+    sizes = {**KNOWN_SIZES, **(sizes or {})}
     rows: dict[int, dict] = {}
     try:
         with open(path, newline="") as f:
@@ -199,29 +218,65 @@ def read_csv(path) -> list[Episode]:
             if missing:
                 raise DataError(f"{path}: episode CSV lacks columns {missing}; expected header {','.join(CSV_FIELDS)}")
             for line, r in enumerate(reader, start=2):
+                where = f"{path}, line {line}"
+                if None in r.values() or None in r:
+                    raise DataError(f"{where}: expected {len(CSV_FIELDS)} fields ({','.join(CSV_FIELDS)}); "
+                                    "the row has fewer or more")
                 try:
                     e, idx, lab = int(r["episode"]), int(r["index"]), int(r["label"])
                 except (TypeError, ValueError) as ex:
-                    raise DataError(f"{path}, line {line}: episode, index and label must be integers ({ex})") from ex
-                if r["role"] not in ("support", "query"):
-                    raise DataError(f"{path}, line {line}: role must be 'support' or 'query'; got {r['role']!r}")
-                ep = rows.setdefault(e, {"support": [], "query": [], "split": r["split"], "names": {}})
-                ep[r["role"]].append((idx, lab))
-                ep.setdefault(r["role"] + "_dataset", r["dataset"])
-                ep["names"][lab] = r["class_name"]
+                    raise DataError(f"{where}: episode, index and label must be integers ({ex})") from ex
+                role, ds, split = r["role"], r["dataset"], r["split"]
+                if role not in ("support", "query"):
+                    raise DataError(f"{where}: role must be 'support' or 'query'; got {role!r}")
+                if idx < 0:
+                    raise DataError(f"{where}: image index {idx} is negative; indices count from 0 "
+                                    f"into {ds}/{split}")
+                n = _size_of(sizes, ds, split)
+                if n is not None and idx >= n:
+                    raise DataError(f"{where}: image index {idx} is out of range for {ds}/{split}, "
+                                    f"which has {n} images (0..{n - 1})")
+                ep = rows.setdefault(e, {"support": [], "query": [], "split": split, "names": {}, "lines": {},
+                                         "first": line})
+                if split != ep["split"]:
+                    raise DataError(f"{where}: episode {e} mixes splits ({ep['split']!r} on line {ep['first']}, "
+                                    f"{split!r} here)")
+                ds_key = role + "_dataset"
+                if ds != ep.setdefault(ds_key, ds):
+                    raise DataError(f"{where}: episode {e} mixes datasets in its {role} rows "
+                                    f"({ep[ds_key]!r}, then {ds!r} here)")
+                name = ep["names"].setdefault(lab, r["class_name"])
+                if name != r["class_name"]:
+                    raise DataError(f"{where}: episode {e} names label {lab} {r['class_name']!r} here but "
+                                    f"{name!r} on line {ep['lines'][lab]}")
+                ep["lines"].setdefault(lab, line)
+                seen = ep.setdefault(role + "_lines", {})
+                if idx in seen:
+                    raise DataError(f"{where}: image {idx} is already a {role} of episode {e} (line {seen[idx]})")
+                seen[idx] = line
+                ep[role].append((idx, lab, line))
     except UnicodeDecodeError as ex:
         raise DataError(f"{path}: not a text CSV file ({ex})") from ex
     out = []
     for e in sorted(rows):
         r = rows[e]
         sd, qd = r.get("support_dataset"), r.get("query_dataset")
-        classes = list(dict.fromkeys(lab for _, lab in r["support"] + r["query"]))
+        support_classes = {lab for _, lab, _ in r["support"]}
+        support_images = {idx for idx, _, _ in r["support"]}
+        for idx, lab, line in r["query"]:
+            if lab not in support_classes:
+                have = sorted(support_classes)
+                raise DataError(f"{path}, line {line}: query of class {lab} in episode {e}, which has no support "
+                                f"of that class (support classes: {have if have else 'none'})")
+            if (qd is None or qd == sd) and idx in support_images:
+                raise DataError(f"{path}, line {line}: image {idx} is both a support and a query of episode {e}")
+        classes = list(dict.fromkeys(lab for _, lab, _ in r["support"] + r["query"]))
         out.append(Episode(
             classes=np.array(classes, np.int64),
-            support=np.array([i for i, _ in r["support"]], np.int64),
-            support_labels=np.array([y for _, y in r["support"]], np.int64),
-            query=np.array([i for i, _ in r["query"]], np.int64),
-            query_labels=np.array([y for _, y in r["query"]], np.int64),
+            support=np.array([i for i, _, _ in r["support"]], np.int64),
+            support_labels=np.array([y for _, y, _ in r["support"]], np.int64),
+            query=np.array([i for i, _, _ in r["query"]], np.int64),
+            query_labels=np.array([y for _, y, _ in r["query"]], np.int64),
             dataset=sd or qd, split=r["split"], class_names=[r["names"][c] for c in classes],
             query_dataset=qd if sd and qd and qd != sd else None,
         ))

@@ -36,6 +36,8 @@ class TensorView:
     tensor_type: Any          # gguf.GGMLQuantizationType
     shape: tuple[int, ...]    # GGUF order (fastest-varying dim first), as gguf.GGUFReader gives it
     data: np.ndarray          # typed elements for float/int types, raw bytes (rows, row bytes) otherwise
+    source: str = ""          # the file (or label) it was read from, for error messages
+    offset: int = -1          # byte offset of its data in the file
 
 
 class _Cursor:
@@ -87,9 +89,7 @@ def read_gguf_fast(source: str | Path | np.ndarray, name: str | None = None
         buf, path = source, Path(name or "<GGUF bytes>")
     else:
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {path}")
-        buf = np.memmap(path, dtype=np.uint8, mode="r")
+        buf = _map(path)
     cur = _Cursor(buf, path)
     if len(buf) < 24 or bytes(cur.take(4)) != b"GGUF":
         raise GGUFFormatError(f"{path} is not a readable GGUF file (bad magic bytes)")
@@ -133,16 +133,28 @@ def read_gguf_fast(source: str | Path | np.ndarray, name: str | None = None
             data = raw.reshape(rows_first[:-1] + (row_bytes,))
         if tname in tensors:
             raise GGUFFormatError(f"{path}: duplicated tensor {tname!r}")
-        tensors[tname] = TensorView(tname, qtype, dims, data)
+        tensors[tname] = TensorView(tname, qtype, dims, data, str(path), lo)
     return meta, tensors
+
+
+def _map(path: Path) -> np.ndarray:
+    """The file's bytes, memory-mapped; clear errors for a missing, empty or unreadable file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    size = path.stat().st_size
+    if size < 24:
+        raise GGUFFormatError(f"{path} is {'empty' if size == 0 else f'only {size} bytes'}: not a GGUF file "
+                              "(a GGUF header alone is 24 bytes); the download or copy was probably cut short")
+    try:
+        return np.memmap(path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError) as e:
+        raise GGUFFormatError(f"cannot read {path} ({type(e).__name__}: {e})") from e
 
 
 def gguf_architecture(path: str | Path) -> str | None:
     """`general.architecture` of a GGUF file, read without parsing the rest of the header."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: {path}")
-    cur = _Cursor(np.memmap(path, dtype=np.uint8, mode="r"), path)
+    cur = _Cursor(_map(path), path)
     if bytes(cur.take(4)) != b"GGUF":
         raise GGUFFormatError(f"{path} is not a readable GGUF file (bad magic bytes)")
     cur.take(4 + 8)

@@ -2,7 +2,9 @@
 
 Both produce the same thing: a LlamaConfig and a dict of stacked float32 arrays whose names and
 shapes match `Llama`'s parameters. Every tensor is checked by name and shape; unexpected tensors
-are an error, so a wrong checkpoint never loads silently.
+are an error, so a wrong checkpoint never loads silently. Every tensor must also be finite once
+dequantised: a damaged file (random bytes in a scale field decode to inf or NaN) fails at load,
+naming the file and the tensor, instead of giving NaN logits later.
 """
 from __future__ import annotations
 
@@ -110,17 +112,37 @@ def read_gguf(path: str | Path):
     return meta, {t.name: t for t in reader.tensors}
 
 
+def check_finite(arr: np.ndarray, name: str, source: str | Path = "") -> np.ndarray:
+    """`arr` itself if every value is finite; else a CheckpointError naming the file and the tensor.
+
+    About 0.2 ms per million values: 25 ms of the 2 s that load_llm("smollm2-135m") takes."""
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr
+    bad = np.flatnonzero(~finite.reshape(-1))
+    first = np.unravel_index(int(bad[0]), arr.shape)
+    where = f"{source}: " if str(source) else ""
+    raise CheckpointError(f"{where}tensor {name!r} holds {len(bad)} non-finite values of {arr.size} "
+                          f"(first {arr.reshape(-1)[bad[0]]} at {tuple(int(i) for i in first)}) after "
+                          "dequantising; the file is damaged: download or reinstall it")
+
+
 def dequantize(tensor) -> np.ndarray:
-    """A GGUF tensor as float32 with numpy (row-major) shape: (rows, cols) = reversed GGUF dims."""
+    """A GGUF tensor as float32 with numpy (row-major) shape: (rows, cols) = reversed GGUF dims.
+
+    Non-finite values (a damaged file) are a CheckpointError naming the file and the tensor."""
     from gguf import GGMLQuantizationType, quants
 
     shape = tuple(int(d) for d in reversed(tensor.shape))
-    if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16):
-        arr = np.asarray(tensor.data)
-        if tensor.tensor_type == GGMLQuantizationType.BF16:
-            arr = quants.dequantize(arr, tensor.tensor_type)
-        return arr.astype(np.float32).reshape(shape)
-    return quants.dequantize(np.asarray(tensor.data), tensor.tensor_type).astype(np.float32).reshape(shape)
+    with np.errstate(invalid="ignore", over="ignore"):     # damaged scales: reported below, not warned
+        if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16):
+            arr = np.asarray(tensor.data)
+            if tensor.tensor_type == GGMLQuantizationType.BF16:
+                arr = quants.dequantize(arr, tensor.tensor_type)
+            arr = arr.astype(np.float32).reshape(shape)
+        else:
+            arr = quants.dequantize(np.asarray(tensor.data), tensor.tensor_type).astype(np.float32).reshape(shape)
+    return check_finite(arr, tensor.name, getattr(tensor, "source", ""))
 
 
 def load_gguf_llama(path: str | Path) -> tuple[LlamaConfig, dict[str, np.ndarray], dict]:
@@ -178,7 +200,7 @@ def load_hf_llama(directory: str | Path) -> tuple[LlamaConfig, dict[str, np.ndar
         if name not in tensors:
             raise CheckpointError(f"{directory}: tensor {name!r} is missing")
         used.add(name)
-        return np.asarray(tensors[name], dtype=np.float32)
+        return check_finite(np.asarray(tensors[name], dtype=np.float32), name, directory)
 
     head = None if cfg.tie_embeddings else "lm_head.weight"
     params = stack_hf_layout(cfg, get, _HF_LAYER, "model.embed_tokens.weight", "model.norm.weight", head)
