@@ -22,8 +22,15 @@ def test_load_config_and_overrides(tmp_path):
     cfg = trainlib.load_config(str(path), ["optim.lr=0.5", "optim.name=sgd", "strides=[2,1]"])
     assert cfg.optim.lr == 0.5 and cfg.optim.name == "sgd" and cfg.strides == [2, 1]
     assert cfg.seed == 0
-    with pytest.raises(KeyError, match="no config field"):
+    with pytest.raises(trainlib.ConfigError, match="no config field 'optim.missing'"):
         trainlib.load_config(str(path), ["optim.missing=1"])
+    with pytest.raises(trainlib.ConfigError, match="did you mean 'name'"):
+        trainlib.load_config(str(path), ["optim.nmae=sgd"])
+    with pytest.raises(trainlib.ConfigError, match="holds a float"):
+        trainlib.load_config(str(path), ["optim.lr=fast"])
+    with pytest.raises(trainlib.ConfigError, match="holds a int"):
+        trainlib.load_config(str(path), ["seed=1.5"])
+    assert trainlib.load_config(str(path), ["optim.lr=1"]).optim.lr == 1.0   # an int is a fine float
     with pytest.raises(FileNotFoundError):
         trainlib.load_config(str(tmp_path / "nope.py"))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 import jax
@@ -167,7 +168,11 @@ def main(argv=None):
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--set", action="append", default=[], help="override a config field, e.g. train.steps=100")
     args = ap.parse_args(argv)
-    cfg = trainlib.load_config(args.config, args.set)
+    try:
+        cfg = trainlib.load_config(args.config, args.set)
+    except (trainlib.ConfigError, FileNotFoundError, AttributeError, SyntaxError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     os.makedirs(args.workdir, exist_ok=True)
     with open(os.path.join(args.workdir, "config.json"), "w") as f:
         json.dump(cfg.to_dict(), f, indent=1)

@@ -45,22 +45,58 @@ def _parse_value(text: str) -> Any:
         return text  # a bare string such as `model.act=gelu`
 
 
+class ConfigError(ValueError):
+    """A config file or override the trainer cannot use; the message says which field and why."""
+
+
+def _nearest(name: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_type(path: str, old: Any, new: Any) -> None:
+    """An override keeps the field's type: int and float fields take numbers, bools take True/False, strings
+    take strings; None fields (optional) take anything."""
+    if old is None or new is None:
+        return
+    if isinstance(old, bool) or isinstance(new, bool):
+        ok = isinstance(old, bool) and isinstance(new, bool)
+    elif isinstance(old, (int, float)):
+        ok = isinstance(new, (int, float)) and (isinstance(new, int) or not isinstance(old, int) or new == int(new))
+    elif isinstance(old, (list, tuple)):
+        ok = isinstance(new, (list, tuple))
+    else:
+        ok = isinstance(new, type(old))
+    if not ok:
+        raise ConfigError(f"{path}={new!r}: this field holds a {type(old).__name__} (now {old!r}), "
+                          f"not a {type(new).__name__}")
+
+
 def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
-    """Apply "a.b=3" overrides in place; the key path must already exist."""
+    """Apply "a.b=3" overrides in place; the key path must already exist and the value keep the field's type.
+    Errors are ConfigError (a ValueError) naming the field, with the nearest existing field suggested."""
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like 'a.b=value'")
+            raise ConfigError(f"override {item!r} must look like 'a.b=value'")
         path, text = item.split("=", 1)
-        keys = path.strip().split(".")
+        path = path.strip()
+        keys = path.split(".")
         node = config
-        for k in keys[:-1]:
+        for i, k in enumerate(keys):
             if not isinstance(node, dict) or k not in node:
-                raise KeyError(f"override {item!r}: no config field {path!r} (missing {k!r})")
-            node = node[k]
-        if not isinstance(node, dict) or keys[-1] not in node:
-            raise KeyError(f"override {item!r}: no config field {path!r}; "
-                           f"available here: {sorted(node) if isinstance(node, dict) else node!r}")
-        node[keys[-1]] = _parse_value(text.strip())
+                here = sorted(node) if isinstance(node, dict) else []
+                where = ".".join(keys[:i]) or "the top level"
+                raise ConfigError(f"override {item!r}: no config field {path!r}: {where} has no {k!r}"
+                                  + _nearest(k, here) + (f"; fields there: {', '.join(here)}" if here else ""))
+            if i < len(keys) - 1:
+                node = node[k]
+        value = _parse_value(text.strip())
+        if isinstance(node[keys[-1]], float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        _check_type(path, node[keys[-1]], value)
+        node[keys[-1]] = value
     return config
 
 
@@ -252,4 +288,8 @@ def parse_train_args(doc: str, argv=None):
     p.add_argument("--stop_after", type=int, default=None,
                    help="stop after this many steps of this run, without export (tests: simulated kill)")
     args = p.parse_args(argv)
-    return args, load_config(args.config, args.set)
+    try:
+        return args, load_config(args.config, args.set)
+    except (ConfigError, FileNotFoundError, AttributeError, SyntaxError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
