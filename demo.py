@@ -52,30 +52,87 @@ def main(argv=None) -> int:
 
     from backbones import load_llm
 
-    step("1. the frozen LLM")
-    llm = load_llm("smollm2-135m")
-    state = {"llm": llm, "data": fashion_mnist_or_none(), "args": args}
-    print(llm)
-    q = "What is the capital of France?"
-    print(f"Q: {q}\nA: {llm.generate(q, max_new_tokens=24)}")
+    page = []                                 # (title, printed text) per step, for out/demo/index.html
+    with capture(page, "1. the frozen LLM"):
+        llm = load_llm("smollm2-135m")
+        state = {"llm": llm, "data": fashion_mnist_or_none(), "args": args}
+        print(llm)
+        q = "What is the capital of France?"
+        print(f"Q: {q}\nA: {llm.generate(q, max_new_tokens=24)}")
     failed = []
     for title, fn, needs_data in STEPS:
-        t = step(title)
-        if needs_data and state["data"] is None:
-            print("  skipped: needs Fashion-MNIST (see the note above)")
-            continue
-        try:
-            fn(state)
-        except Exception as e:  # one line per failing step; --debug shows the traceback
-            if args.debug:
-                raise
-            failed.append(title)
-            print(f"  error: {type(e).__name__}: {e}".splitlines()[0])
-        print(f"  ({time.perf_counter() - t:.1f}s)")
+        with capture(page, title):
+            t = time.perf_counter()
+            if needs_data and state["data"] is None:
+                print("  skipped: needs Fashion-MNIST (see the note above)")
+                continue
+            try:
+                fn(state)
+            except Exception as e:  # one line per failing step; --debug shows the traceback
+                if args.debug:
+                    raise
+                failed.append(title)
+                print(f"  error: {type(e).__name__}: {e}".splitlines()[0])
+            print(f"  ({time.perf_counter() - t:.1f}s)")
     print("\nThe full evaluation: python -m eval.headtohead --out runs/h2h (see README).")
+    print(f"The demo's page: {write_page(page)}")
     if failed:
         print(f"{len(failed)} step(s) failed: {'; '.join(failed)} (python demo.py --debug shows why)")
     return 1 if failed else 0
+
+
+class capture:
+    """Print a step's title, then tee everything it prints to the terminal and to `page`."""
+
+    def __init__(self, page: list, title: str):
+        self.page, self.title = page, title
+
+    def __enter__(self):
+        import contextlib
+        import io
+
+        step(self.title)
+        self.buf = io.StringIO()
+        outer = sys.stdout
+
+        class Tee:
+            def write(_, text):
+                outer.write(text)
+                self.buf.write(text)
+
+            def flush(_):
+                outer.flush()
+
+        self.redirect = contextlib.redirect_stdout(Tee())
+        self.redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.redirect.__exit__(*exc)
+        self.page.append((self.title, self.buf.getvalue()))
+        return False
+
+
+PICTURES = {"3.": ["spae_depth_grid.png"], "4.": ["lens.png"]}
+
+
+def write_page(page: list) -> str:
+    """out/demo/index.html: one static page with each step's text and pictures (no server needed)."""
+    import html
+
+    parts = ["<!doctype html><meta charset='utf-8'><title>llmsight demo</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{background:#f4f4f4;"
+             "padding:.8em;white-space:pre-wrap}img{max-width:100%;image-rendering:pixelated}</style>",
+             "<h1>llmsight demo</h1><p>Written by <code>make demo</code> (<code>python demo.py</code>).</p>"]
+    for title, text in page:
+        parts.append(f"<h2>{html.escape(title)}</h2><pre>{html.escape(text.strip())}</pre>")
+        for name in PICTURES.get(title.split()[0], []):
+            if os.path.exists(os.path.join(OUT, name)) and "skipped" not in text:
+                parts.append(f"<p><img src='{name}' alt='{html.escape(name)}'></p>")
+    path = os.path.join(OUT, "index.html")
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+    return path
 
 
 def step_contrastive(state) -> None:

@@ -307,7 +307,7 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
 
         # Classification uses LENS's tag and attribute modules (its object-recognition setup);
         # captions (its VQA setup) are opt-in: they cost ~60 prompt tokens per image.
-        lens = Lens.load(llm=llm, **({} if lens_captions else {"captioner": "none"}))
+        lens = Lens.load(llm=llm, clip="offline", **({} if lens_captions else {"captioner": "none"}))
         return TextCoder(lambda images: [Lens.text(o) for o in lens.describe_images(images)], llm,
                          name="lens" if not lens_captions else "lens_captions")
     raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")

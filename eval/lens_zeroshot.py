@@ -28,7 +28,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--captions", action="store_true", help="include the scenes captioner's captions")
-    p.add_argument("--clip", default="default")
+    p.add_argument("--clip", default="offline", help="contrastive model (default: the offline stand-in the README figures used; default: load_clip())")
     p.add_argument("--out", default="out/lens_zeroshot")
     args = p.parse_args(argv)
 

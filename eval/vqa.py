@@ -171,7 +171,7 @@ def main(argv=None):
     p.add_argument("--calibrate", action="store_true",
                    help="score mode: LENS picks by log p(c | LENS prompt) - log p(c | question only)")
     p.add_argument("--captioner", default=None)
-    p.add_argument("--clip", default="default", help="'none': captions only")
+    p.add_argument("--clip", default="offline", help="'none': captions only; 'default': load_clip() (LiT); the README figures used offline")
     p.add_argument("--out", default="out/vqa")
     args = p.parse_args(argv)
 

@@ -1,11 +1,12 @@
 """Command line: describe an image with LENS, and optionally answer a question about it.
 
     python -m lens describe PHOTO [--question "What is in this picture?"]     # real photos: ImageNet tags
-    python -m lens describe SCENE.png --toy --question "What color is the circle?"   # + the toy-domain models
+    python -m lens describe SCENE.png --all-modules --question "What color is the circle?"
 
 By default the ImageNet backbone (EfficientNet-Lite0) tags the image with its top classes and
-their WordNet hypernyms. `--toy` adds the repo's own contrastive model and captioner, trained
-on Fashion-MNIST and synthetic scenes only; each line of output names the model that said it.
+their WordNet hypernyms. `--all-modules` adds the contrastive model's tags and attributes over
+LENS's vocabularies (`--clip`, default load_clip(): LiT on the same backbone) and the captioner,
+trained on synthetic scenes only; each line of output names the model that said it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 
 EXAMPLE = """example:
   python -m lens describe photo.jpg --question "What is in this picture?"
-  python -m lens describe scene.png --vision none --toy --question "What color is the circle?"
+  python -m lens describe scene.png --vision none --all-modules --question "What color is the circle?"
 """
 
 
@@ -48,10 +49,11 @@ def main(argv=None) -> int:
     d.add_argument("--question", default=None)
     d.add_argument("--vision", default="efficientnet-lite0",
                    help="ImageNet backbone for real-photo tags: efficientnet-lite0/1/2, a .pth path, or 'none'")
-    d.add_argument("--toy", action="store_true",
-                   help="also run the toy-domain contrastive model and captioner (Fashion-MNIST, synthetic scenes)")
-    d.add_argument("--captioner", default=None, help="with --toy: captioner export dir (default: the shipped one)")
-    d.add_argument("--clip", default="default", help="with --toy: contrastive model name/path; 'none' skips it")
+    d.add_argument("--all-modules", action="store_true",
+                   help="also run the contrastive tagger/attributer and the captioner (trained on synthetic scenes)")
+    d.add_argument("--captioner", default=None, help="with --all-modules: captioner export dir (default: the shipped one)")
+    d.add_argument("--clip", default="default",
+                   help="with --all-modules: contrastive model ('default': LiT, 'offline', a path); 'none' skips it")
     d.add_argument("--llm", default="smollm2-135m")
     d.add_argument("--num_captions", type=int, default=5)
     d.add_argument("--show_prompt", action="store_true")
@@ -73,8 +75,8 @@ def describe(args) -> int:
     if args.question is not None and not args.question.strip():
         raise ValueError("--question is empty; ask something, or leave --question out for a description")
     vision = None if args.vision == "none" else args.vision
-    if vision is None and not args.toy:
-        raise ValueError("--vision none without --toy leaves nothing to look at the image; drop one of them")
+    if vision is None and not args.all_modules:
+        raise ValueError("--vision none without --all-modules leaves nothing to look at the image; drop one of them")
     image = load_image(args.image)
     if vision is not None:
         from backbones.vision.api import to_pil
@@ -82,8 +84,8 @@ def describe(args) -> int:
         to_pil(image, name=args.image)   # too small / too large for the backbone: say so before loading models
     from lens.pipeline import Lens
 
-    clip = None if not args.toy or args.clip == "none" else args.clip
-    captioner = args.captioner if args.toy else "none"
+    clip = None if not args.all_modules or args.clip == "none" else args.clip
+    captioner = args.captioner if args.all_modules else "none"
     lens = Lens.load(llm=args.llm, clip=clip, captioner=captioner, vision=vision, num_captions=args.num_captions)
     out = lens(image[None], None if args.question is None else [args.question])[0]
     out["question"], out["llm"] = args.question, args.llm

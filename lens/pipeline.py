@@ -7,14 +7,15 @@
     out[0] -> {"tags": [...], "attributes": [...], "captions": [...], "prompt": str, "answer": str | None,
                "sources": {"tags": [model per tag], "attributes": model or None, "captions": model or None}}
 
-Two kinds of vision modules: the ImageNet tagger (`lens.imagenet_tagger`, the frozen real-photo
-backbone) and the repo's own contrastive model and captioner, trained on Fashion-MNIST and the
-synthetic scenes (the toy domains: on a photo they describe shapes that are not there). Every
-output names the model that said it.
+Vision modules: the ImageNet tagger (`lens.imagenet_tagger`, the frozen real-photo backbone), a
+contrastive model scoring tag and attribute vocabularies (`load_clip()`: LiT on that backbone,
+or the older stand-in "offline"), and the captioner trained on the synthetic scenes (on a photo it
+describes shapes that are not there). Every output names the model that said it.
     lens.classify(images, ["t-shirt", "trouser", ...]) -> (B, C) summed log-probs of each label
 """
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Sequence
 
@@ -22,6 +23,13 @@ import numpy as np
 
 from lens.images import prepare_images, rgb_images
 from lens.prompt import build_prompt, clean_answer, describe
+
+
+def clip_label(clip) -> str:
+    """A contrastive model's name for output sources: "clip:lit", "clip:offline", or its directory's name."""
+    info = getattr(clip, "info", {}) or {}
+    where = info.get("path") or info.get("name") or type(clip).__name__
+    return "clip:" + os.path.basename(os.path.normpath(str(where)))
 
 
 class Lens:
@@ -95,10 +103,11 @@ class Lens:
                 tags[i] += [t for t, _ in row]
                 sources[i] += [self.photo_tagger.name] * len(row)
         clip_in = prepare_images(originals, getattr(scorer.clip, "image_size", 224)) if scorer else None
+        clip_name = clip_label(scorer.clip) if scorer else None
         if self.tagger is not None:
             for i, row in enumerate(self.tagger(clip_in)):
                 tags[i] += [t for t, _ in row]
-                sources[i] += ["toy clip"] * len(row)
+                sources[i] += [clip_name] * len(row)
         attrs = [[t for t, _ in row] for row in self.attributer(clip_in)] if self.attributer else [[] for _ in range(b)]
         caps = [[] for _ in range(b)]
         if self.captioner is not None:
@@ -107,7 +116,7 @@ class Lens:
             extra = self.captioner.sample(x, n=self.num_captions, top_k=self.sample_top_k, seed=self.seed) \
                 if self.num_captions > 0 else [[] for _ in range(b)]
             caps = [list(dict.fromkeys([g] + e))[: max(1, self.num_captions)] for g, e in zip(best, extra)]
-        where = {"attributes": "toy clip" if self.attributer else None,
+        where = {"attributes": clip_name if self.attributer else None,
                  "captions": "toy captioner" if self.captioner else None}
         return [{"tags": t, "attributes": a, "captions": c, "sources": {"tags": s, **where}}
                 for t, a, c, s in zip(tags, attrs, caps, sources)]

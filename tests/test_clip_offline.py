@@ -7,11 +7,11 @@ import pytest
 from backbones.clip.api import OFFLINE_MODELS
 
 
-@pytest.fixture(scope="module", params=[None, "offline-aliases"])
+@pytest.fixture(scope="module", params=["offline", "offline-aliases"])
 def clip(request):
     import os
 
-    directory = OFFLINE_MODELS[request.param or "offline"][0]
+    directory = OFFLINE_MODELS[request.param][0]
     if not os.path.exists(os.path.join(directory, "model.safetensors")):
         pytest.fail(f"the offline CLIP checkpoint is not shipped in {directory}")
     pytest.importorskip("backbones.llm.api")

@@ -71,8 +71,8 @@ def test_toy_models_run_beside_and_say_which_is_which(smollm2):
     lens = Lens.load(llm=smollm2, vision="efficientnet-lite0", num_captions=1)
     out = lens([photo("chelsea")])[0]
     sources = out["sources"]["tags"]
-    assert sources[0] == "imagenet:efficientnet-lite0" and "toy clip" in sources
-    assert sources.index("toy clip") > sources.count("imagenet:efficientnet-lite0") - 1
+    assert sources[0] == "imagenet:efficientnet-lite0" and "clip:lit" in sources
+    assert sources.index("clip:lit") > sources.count("imagenet:efficientnet-lite0") - 1
     assert out["sources"]["captions"] == "toy captioner" and len(out["captions"]) == 1
 
 

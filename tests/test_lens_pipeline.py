@@ -108,7 +108,7 @@ def test_pipeline_with_stub_tagger(llm, captioner, scenes_test):
     outs = lens(scenes_test.images[:3], q)
     for o, c, question in zip(outs, colours, q):
         assert set(o) == {"tags", "attributes", "captions", "sources", "prompt", "answer"}
-        assert o["sources"] == {"tags": ["toy clip"] * len(o["tags"]), "attributes": "toy clip",
+        assert o["sources"] == {"tags": ["clip:StubClip"] * len(o["tags"]), "attributes": "clip:StubClip",
                                 "captions": "toy captioner"}
         assert o["tags"][0].split()[0] == c and o["attributes"] == [f"{c}, bright colour"]
         assert 1 <= len(o["captions"]) <= 3

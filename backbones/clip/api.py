@@ -1,7 +1,8 @@
 """The public CLIP wrapper: ``load_clip`` and :class:`ClipModel` (encode images / texts, relevance).
 
     from backbones import load_clip
-    clip = load_clip()                   # the repo's offline stand-in (backbones/clip/offline/)
+    clip = load_clip()                   # the default: LiT on the frozen ImageNet backbone (backbones/clip/lit/)
+    clip = load_clip("offline")          # the older stand-in trained on scenes and Fashion-MNIST only
     clip = load_clip("/path/hf-clip-dir")  # Hugging Face CLIPModel dir (config.json + model.safetensors|.bin)
     clip = load_clip("/path/ViT-B-32.safetensors", config="ViT-B/32")  # OpenAI / open_clip state dict
     clip.encode_image(images)            # uint8 (B, H, W, 3) | (B, H, W) | (B, H, W, 1) -> (B, D), unit norm
@@ -33,13 +34,17 @@ from backbones.clip.config import CONFIGS, CLIPConfig, get_config, ALIASES
 from backbones.clip.model import CLIP
 from backbones.clip.tokenizer import BPETokenizer, tokenizer_from_spec
 
-OFFLINE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "offline")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+OFFLINE_DIR = os.path.join(_HERE, "offline")
 OFFLINE_NAMES = ("offline", "llmsight-offline")
-# Shipped offline models by name -> (directory, how it was trained).
+DEFAULT_MODEL = "lit"
+# Shipped models by name -> (directory, the command that trained it).
 OFFLINE_MODELS = {
-    **{n: (OFFLINE_DIR, "--config train/configs/contrastive_offline.py") for n in OFFLINE_NAMES},
-    "offline-aliases": (os.path.join(os.path.dirname(OFFLINE_DIR), "offline_aliases"),
-                        "--config train/configs/contrastive_offline.py --set data.fmnist_names=aliases"),
+    "lit": (os.path.join(_HERE, "lit"), "python -m train.lit --config train/configs/contrastive_lit.py"),
+    **{n: (OFFLINE_DIR, "python -m train.contrastive --config train/configs/contrastive_offline.py")
+       for n in OFFLINE_NAMES},
+    "offline-aliases": (os.path.join(_HERE, "offline_aliases"), "python -m train.contrastive --config "
+                        "train/configs/contrastive_offline.py --set data.fmnist_names=aliases"),
 }
 
 
@@ -64,9 +69,14 @@ class ClipModel:
         self._fingerprint: str | None = None
         graphdef, state = nnx.split(model)
 
+        self.backbone_name = self.config.vision.backbone   # LiT: a frozen ImageNet backbone feeds the head
+        self._backbone = None
+
         @jax.jit
-        def _image(state, pixels):  # (B, s, s, 3) float in [0, 1], any s
+        def _image(state, pixels):  # (B, s, s, 3) float in [0, 1], any s; LiT: backbone features (B, F)
             m = nnx.merge(graphdef, state)
+            if self.backbone_name:
+                return m.encode_image(pixels)
             S = self.image_size
             if pixels.shape[1] != S:
                 pixels = jax.image.resize(pixels, (pixels.shape[0], S, S, 3), "linear", antialias=True)
@@ -96,8 +106,38 @@ class ClipModel:
         top, left = (H - s) // 2, (W - s) // 2
         return x[:, top:top + s, left:left + s].astype(np.float32) / 255.0
 
+    @property
+    def vision_backbone(self):
+        """LiT models: the frozen image backbone (loaded on first use); None for a ViT image tower."""
+        if self.backbone_name and self._backbone is None:
+            from backbones import load_vision
+
+            self._backbone = load_vision(self.backbone_name)
+        return self._backbone
+
+    def image_features(self, images) -> np.ndarray:
+        """LiT models: uint8 images (B, H, W[, 1|3]) -> the frozen backbone's pooled features (B, F)."""
+        x = np.asarray(images)
+        if x.dtype != np.uint8:
+            raise TypeError(f"encode_image wants uint8 images (B, H, W, 3) in 0..255, got dtype {x.dtype}")
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise ValueError(f"expected images (B, H, W, 3), (B, H, W, 1) or (B, H, W); got shape {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, self.config.vision.feature_dim), np.float32)
+        return self.vision_backbone.embed(np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x)
+
+    def encode_features(self, feats, batch_size: int = 4096) -> np.ndarray:
+        """LiT models: backbone features (B, F) -> L2-normalised embeddings (B, D)."""
+        f = np.asarray(feats, np.float32)
+        return np.concatenate([np.asarray(self._image_fn(self._state, f[i:i + batch_size]))
+                               for i in range(0, len(f), batch_size)] or [np.zeros((0, self.embed_dim), np.float32)])
+
     def encode_image(self, images, batch_size: int = 256) -> np.ndarray:
         """uint8 images (B, H, W, 3) (or grayscale) -> L2-normalised embeddings (B, D)."""
+        if self.backbone_name:
+            return self.encode_features(self.image_features(images))
         x = self.preprocess(images)
         out = []
         for i in range(0, len(x), batch_size):
@@ -175,6 +215,9 @@ class ClipModel:
 
     def __repr__(self):
         v, t = self.config.vision, self.config.text
+        if v.backbone:
+            return (f"ClipModel({self.info.get('name') or self.info.get('path')}, LiT on frozen {v.backbone} "
+                    f"({v.feature_dim} features), text x{t.layers}x{t.width}, embed {self.embed_dim})")
         return (f"ClipModel({self.info.get('name') or self.info.get('path')}, image {v.image_size}px/{v.patch_size} "
                 f"x{v.layers}x{v.width}, text x{t.layers}x{t.width}, embed {self.embed_dim})")
 
@@ -192,7 +235,8 @@ def load_clip(name_or_path: str | None = None, *, config: str | CLIPConfig | Non
               tokenizer=None, llm=None) -> ClipModel:
     """Load a CLIP model.
 
-    ``name_or_path``: ``None`` / ``"offline"`` (the repo's offline stand-in), ``"offline-aliases"`` (the
+    ``name_or_path``: ``None`` / ``"lit"`` (the default: LiT on the frozen EfficientNet-Lite0, trained on emoji,
+    Tux Paint, Fashion-MNIST, scenes and ImageNet names), ``"offline"`` (the older stand-in), ``"offline-aliases"`` (the
     same, trained with everyday class names too: the Fashion-MNIST SPAE's teacher), a directory of ours
     (``config.json`` with ``"format": "llmsight-clip"``), a Hugging Face ``CLIPModel`` directory, or an
     OpenAI / open_clip state-dict file (.safetensors / .npz / .bin / .pt). For state dicts, ``config``
@@ -201,11 +245,11 @@ def load_clip(name_or_path: str | None = None, *, config: str | CLIPConfig | Non
     loaded LLM whose embeddings feed a text tower built on them (else they are read from its GGUF).
     """
     if name_or_path is None or name_or_path in OFFLINE_MODELS:
-        directory, how = OFFLINE_MODELS[name_or_path or "offline"]
+        directory, how = OFFLINE_MODELS[name_or_path or DEFAULT_MODEL]
         if not os.path.exists(os.path.join(directory, "model.safetensors")):
             raise FileNotFoundError(
-                f"the offline CLIP checkpoint is missing from {directory}; retrain it with "
-                f"`python -m train.contrastive {how} --workdir DIR` and copy DIR/export/* there")
+                f"the shipped contrastive checkpoint is missing from {directory}; retrain it with "
+                f"`{how} --workdir DIR` and copy DIR/export/* there")
         name_or_path = directory
     if name_or_path in CONFIGS or name_or_path in ALIASES:
         raise FileNotFoundError(

@@ -26,6 +26,11 @@ class VisionConfig:
     mlp_dim: int = 3072
     act: Act = "quick_gelu"
     ln_eps: float = 1e-5
+    # LiT (locked image tower): the image side is a frozen ImageNet backbone (`backbones.load_vision`
+    # name, e.g. "efficientnet-lite0") whose pooled features (width feature_dim) go through a trained
+    # Linear; the ViT fields above are then unused and image_size is the backbone's input size.
+    backbone: str | None = None
+    feature_dim: int = 1280
 
     @property
     def grid(self) -> int:

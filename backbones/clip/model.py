@@ -112,6 +112,34 @@ class VisionTower(nnx.Module):
         return self.projection(self.post_layernorm(x[:, 0]))               # (B, E)
 
 
+class FeatureHead(nnx.Module):
+    """The LiT image side: pooled features of a frozen backbone (B, F) -> (B, E) through a trained Linear.
+
+    The backbone's ImageNet classifier rows live in the same feature space (logit_c = w_c . f + b_c),
+    so `directions` maps them, without the bias, to embeddings of their class names' meaning."""
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int, *, rngs: nnx.Rngs):
+        F = cfg.feature_dim
+        # Feature standardisation, set from the training features and never optimised (the trainer
+        # leaves FEATURE_STATS out of the optimizer); saved with the weights.
+        self.feature_mean = nnx.Param(jnp.zeros((F,), jnp.float32))
+        self.feature_scale = nnx.Param(jnp.ones((F,), jnp.float32))
+        self.projection = nnx.Linear(F, embed_dim, rngs=rngs)
+        self.feature_dim = F
+
+    def __call__(self, feats):  # (B, F) pooled backbone features
+        if feats.ndim != 2 or feats.shape[1] != self.feature_dim:
+            raise ValueError(f"expected backbone features (B, {self.feature_dim}), got {feats.shape}")
+        return self.projection((feats - self.feature_mean[...]) / self.feature_scale[...])   # (B, E)
+
+    def directions(self, rows):  # (K, F) feature-space directions (classifier rows) -> (K, E)
+        # w . f = (w * scale) . standardised f + const: the same direction in the head's input space
+        return (rows * self.feature_scale[...]) @ self.projection.kernel[...]
+
+
+FEATURE_STATS = ("feature_mean", "feature_scale")   # FeatureHead params that are data statistics, not trained
+
+
 class FrozenTable(nnx.Variable):
     """A lookup table that is not a Param: outside the optimizer, gradients and saved checkpoints."""
 
@@ -160,7 +188,8 @@ def l2_normalize(x, eps: float = 1e-12):
 class CLIP(nnx.Module):
     def __init__(self, cfg: CLIPConfig, *, rngs: nnx.Rngs):
         self.config = cfg
-        self.vision = VisionTower(cfg.vision, cfg.embed_dim, rngs=rngs)
+        self.vision = (FeatureHead(cfg.vision, cfg.embed_dim, rngs=rngs) if cfg.vision.backbone
+                       else VisionTower(cfg.vision, cfg.embed_dim, rngs=rngs))
         self.text = TextTower(cfg.text, cfg.embed_dim, rngs=rngs)
         self.logit_scale = nnx.Param(jnp.asarray(cfg.logit_scale_init, jnp.float32))
         if cfg.logit_bias_init is not None:
@@ -168,8 +197,12 @@ class CLIP(nnx.Module):
         else:
             self.logit_bias = None
 
-    def encode_image(self, pixels, normalize: bool = True):  # (B, S, S, 3) -> (B, E)
+    def encode_image(self, pixels, normalize: bool = True):  # (B, S, S, 3), or LiT features (B, F) -> (B, E)
         z = self.vision(pixels)
+        return l2_normalize(z) if normalize else z
+
+    def encode_directions(self, rows, normalize: bool = True):  # LiT only: (K, F) classifier rows -> (K, E)
+        z = self.vision.directions(rows)
         return l2_normalize(z) if normalize else z
 
     def encode_text(self, ids, normalize: bool = True):  # (B, T) -> (B, E)

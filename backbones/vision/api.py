@@ -104,7 +104,11 @@ class VisionBackbone:
             m = nnx.merge(graphdef, state)
             return m(x.astype(dtype))
 
-        self._features_fn, self._logits_fn = _features, _logits
+        @jax.jit
+        def _pooled(state, x):
+            return nnx.merge(graphdef, state).features(x.astype(dtype))["pooled"]
+
+        self._features_fn, self._logits_fn, self._pooled_fn = _features, _logits, _pooled
 
     # -------------------------------------------------------------------- inputs
     def preprocess(self, image) -> np.ndarray:
@@ -161,13 +165,23 @@ class VisionBackbone:
         "pooled": (B, 1280)} as float32 NumPy arrays."""
         return self._batched(self._features_fn, self._check(x))
 
+    def _over_images(self, fn, images) -> np.ndarray:
+        """Preprocess and run `fn` one chunk of batch_size images at a time: memory stays O(batch_size)
+        however many images come (a (B, S, S, 3) float batch of 10,000 images would be 6 GB)."""
+        if isinstance(images, (str, os.PathLike, Image.Image)):
+            images = [images]
+        if len(images) == 0:
+            raise VisionInputError("no images given")
+        return np.concatenate([self._batched(fn, self.preprocess_batch(images[i:i + self.batch_size]))
+                               for i in range(0, len(images), self.batch_size)])
+
     def embed(self, images) -> np.ndarray:
         """Images (any form `preprocess` takes) -> pooled embeddings (B, 1280)."""
-        return self.features(self.preprocess_batch(images))["pooled"]
+        return self._over_images(self._pooled_fn, images)
 
     def probabilities(self, images) -> np.ndarray:
         """Images -> softmax class probabilities (B, 1000)."""
-        logits = self.logits(self.preprocess_batch(images))
+        logits = self._over_images(self._logits_fn, images)
         return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
 
     def classify(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
