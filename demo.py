@@ -1,7 +1,7 @@
 """`make demo`: the main job, end to end, on the data this machine has and the offline default models.
 
 1. the frozen LLM (SmolLM2-135M from its PyPI package) answers a question;
-2. the offline contrastive model classifies Fashion-MNIST zero-shot;
+2. the contrastive model (LiT, `load_clip()`) classifies Fashion-MNIST zero-shot;
 3. SPAE turns Fashion-MNIST images into pyramids of the LLM's own words and back to pixels;
 4. LENS describes real photos (ImageNet tags from the frozen EfficientNet-Lite backbone) and a
    synthetic scene (the repo's own contrastive model and captioner) in text, and the LLM answers;
@@ -227,7 +227,7 @@ def step_headtohead(state) -> None:
 
 # (title, function, needs Fashion-MNIST)
 STEPS = [
-    ("2. contrastive model (the repo's offline stand-in for CLIP)", step_contrastive, True),
+    ("2. contrastive model (LiT on the frozen ImageNet backbone; load_clip())", step_contrastive, True),
     ("3. SPAE: images -> pyramids of LLM words -> images", step_spae, True),
     ("4. LENS: photos and a scene -> text -> the LLM answers", step_lens, False),
     ("5. head to head: Fashion-MNIST 2-way 1-shot", step_headtohead, True),
