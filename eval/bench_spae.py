@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eval.report import write_md_json
+
 
 def _time(fn, *args, repeats: int = 5) -> float:
     jax.block_until_ready(fn(*args))            # compile + warm up
@@ -200,11 +202,7 @@ def write_report(res: dict, out: str) -> str:
             lines.append(f"| {s['config']} | {s['batch']} | {s['image']} | {s['vocab']} | {s['step_s']:.3f} | "
                          f"{s['gflop_per_step']:.1f} | {100 * s['mfu']:.0f}% |")
     md = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".md", "w") as f:
-        f.write(md)
-    with open(out + ".json", "w") as f:
-        json.dump(res, f, indent=1)
+    write_md_json(out, md, res)
     return md
 
 

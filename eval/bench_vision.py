@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eval.report import write_md_json
+
 from eval.bench_spae import _time, matmul_peak
 
 
@@ -130,11 +132,7 @@ def write_report(res: dict, out: str) -> str:
               f"largest logit difference {100 * acc['max_logit_diff_frac']:.2f}% of the fp32 logit range.",
               "", "Written by `python -m eval.bench_vision`."]
     md = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".md", "w") as f:
-        f.write(md)
-    with open(out + ".json", "w") as f:
-        json.dump(res, f, indent=1)
+    write_md_json(out, md, res)
     return md
 
 

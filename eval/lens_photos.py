@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from backbones.vision.api import MIN_SIDE
+from eval.report import write_md_json
 
 QUESTION = "What is in this picture?"
 # Nouns for what each photo shows (judged by eye); the ImageNet-1k classes that could name it are
@@ -152,11 +153,7 @@ def write_report(res: dict, out: str) -> None:
         lines.append(f"- **{r['name']}** ({r['known']}): {', '.join(r['tags'])} -> \"{r['answer']}\" [{mark}]")
     lines += ["", "Written by `python -m eval.lens_photos`" + (" --tuxpaint DIR" if len(res["sets"]) > 1 else "") + "."]
     md = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out + ".md", "w") as f:
-        f.write(md)
-    with open(out + ".json", "w") as f:
-        json.dump(res, f, indent=1)
+    write_md_json(out, md, res)
     print(md)
 
 

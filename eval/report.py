@@ -17,6 +17,16 @@ from collections import defaultdict
 METHOD_ORDER = ["spae", "spae_labels", "spae_nosem", "lqae", "lens", "lens_captions", "random", "text_only"]
 
 
+def write_md_json(out: str, md: str, res) -> str:
+    """Write a result table to OUT.md and its data to OUT.json (folders made as needed); returns md."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".md", "w") as f:
+        f.write(md)
+    with open(out + ".json", "w") as f:
+        json.dump(res, f, indent=1)
+    return md
+
+
 def load_summaries(root: str) -> list[dict]:
     out = []
     for path in sorted(glob.glob(os.path.join(root, "**", "summary.json"), recursive=True)):
