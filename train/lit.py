@@ -127,13 +127,7 @@ def main(argv=None):
         metrics = step_fn(model, optimizer, b["features"], b["directions"], tokens[b["text_ids"]], b["keys"])
         bar.update(1)
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-            trainlib.check_finite(step, metrics)
-            m = trainlib.to_host_scalars(metrics)
-            m["wall_s"] = time.time() - t0
-            writer.write(step, m)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['i2t_acc']:.2f}")
-            if bar.disable:
-                print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True)
+            trainlib.log_metrics(step, metrics, writer, bar, t0)
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             ckpt.save(step, saved_state(), extra={})
         if args.stop_after is not None and step - start >= args.stop_after:

@@ -248,6 +248,23 @@ def check_finite(step: int, metrics: dict) -> None:
             "intact. Lower the learning rate, check the input data, or resume from the checkpoint.")
 
 
+def log_metrics(step: int, metrics: dict, writer: "MetricsWriter", bar, t0: float,
+                postfix: tuple = (("loss", ".3f"), ("i2t_acc", ".2f"))) -> dict:
+    """A logging step of a trainer: stop on non-finite metrics, append them with the wall time to
+    metrics.jsonl, show the `postfix` (name, format) pairs on the progress bar, or print the whole line
+    when the bar is off (no terminal). Returns the host scalars."""
+    import time
+
+    check_finite(step, metrics)
+    m = to_host_scalars(metrics)
+    m["wall_s"] = time.time() - t0
+    writer.write(step, m)
+    bar.set_postfix({k: format(m[k], f) for k, f in postfix if k in m})
+    if bar.disable:
+        print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True)
+    return m
+
+
 class MetricsWriter:
     """Append one JSON line per `write(step, metrics)` to workdir/metrics.jsonl."""
 
