@@ -14,43 +14,21 @@ import os
 import pytest
 
 
-def fashion_mnist_missing() -> str | None:
-    """None when the real Fashion-MNIST directory is there; else the reader's message on what to install."""
-    from visiondata import fashion_mnist
+def data_missing(module: str) -> str | None:
+    """None when `visiondata.<module>`'s data is there (its resolve_root() succeeds); else the reader's
+    message on what to install or run."""
+    import importlib
+
     from visiondata.errors import MissingDataError
 
     try:
-        fashion_mnist.resolve_root()
+        importlib.import_module(f"visiondata.{module}").resolve_root()
     except MissingDataError as e:
         return str(e)
     return None
 
 
-def emoji_missing() -> str | None:
-    """None when the emoji cache is set up; else the loader's message on how to set it up."""
-    from visiondata import emoji
-    from visiondata.errors import MissingDataError
-
-    try:
-        emoji.resolve_root()
-    except MissingDataError as e:
-        return str(e)
-    return None
-
-
-def tuxpaint_missing() -> str | None:
-    """None when the Tux Paint stamps folder is there; else the reader's message on what to install."""
-    from visiondata import tuxpaint
-    from visiondata.errors import MissingDataError
-
-    try:
-        tuxpaint.resolve_root()
-    except MissingDataError as e:
-        return str(e)
-    return None
-
-
-_DATA_MARKERS = {"fashion_mnist": fashion_mnist_missing, "emoji": emoji_missing, "tuxpaint": tuxpaint_missing}
+_DATA_MARKERS = {name: (lambda name=name: data_missing(name)) for name in ("fashion_mnist", "emoji", "tuxpaint")}
 
 
 def pytest_configure(config):
