@@ -79,8 +79,23 @@ def load_split(data_cfg, split: str):
         n = data_cfg.num_train if split == "train" else data_cfg.get("num_test", 1000)
         s = scenes.generate(n, size=data_cfg.image_size, seed=data_cfg.get("seed", 0), split=split)
         images, labels, class_names = s.images, s.labels, list(s.class_names)
+    elif name == "photos":
+        from visiondata import photo_mix
+
+        size = data_cfg.image_size
+        if split == "train":
+            images = photo_mix.training_images(size, n=data_cfg.get("num_train") or 20000,
+                                               parts=tuple(data_cfg.get("parts") or photo_mix.PARTS[:3]),
+                                               folder=data_cfg.get("folder"), seed=data_cfg.get("seed", 0),
+                                               min_frac=data_cfg.get("crop_min", 0.3))
+        else:
+            test = photo_mix.test_images(size, folder=data_cfg.get("folder"),
+                                         parts=("photos", "wallpapers", "tuxpaint") +
+                                         (("folder",) if data_cfg.get("folder") else ()))
+            images = np.concatenate(list(test.values()))
+        labels, class_names = np.zeros(len(images), np.int64), ["photo"]
     else:
-        raise ValueError(f"unknown data.name {name!r}; use fashion_mnist or scenes")
+        raise ValueError(f"unknown data.name {name!r}; use fashion_mnist, scenes or photos")
     limit = data_cfg.get("num_train") if split == "train" else data_cfg.get("num_test")
     if limit:
         images, labels = images[:limit], labels[:limit]

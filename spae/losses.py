@@ -138,9 +138,42 @@ class FixedFeatures(nnx.Module):
         return feats
 
 
+class BackboneFeatures(nnx.Module):
+    """The frozen ImageNet backbone as a perceptual feature net (`backbones.vision.perceptual`).
+
+    Called on images in [-1, 1] like FixedFeatures; returns its unit-normalised stage features.
+    Never trained: it sits under the train state's `percept` attribute, which the optimizer skips."""
+
+    def __init__(self, name: str = "efficientnet-lite0", stages=("stride2", "stride4", "stride8", "stride16")):
+        from backbones import load_vision
+
+        self.net = load_vision(name).model
+        self.stages = tuple(stages)
+
+    def __call__(self, x):  # (B, H, W, 3) in [-1, 1] -> list of (B, h_s, w_s, C_s), unit length along C
+        from backbones.vision.perceptual import to_model_input
+
+        if x.shape[-1] != 3:
+            raise ValueError(f"the backbone perceptual loss needs RGB images; got {x.shape[-1]} channel(s)")
+        feats = self.net.features(to_model_input((x.astype(jnp.float32) + 1.0) / 2.0))
+        return [f / (jnp.linalg.norm(f, axis=-1, keepdims=True) + 1e-6) for f in (feats[s] for s in self.stages)]
+
+
+PERCEPTUAL_NETS = ("random", "effnet")   # loss.perceptual_net
+
+
+def perceptual_net(name: str, channels: int) -> nnx.Module:
+    """loss.perceptual_net -> the frozen feature net: a seeded random CNN or the ImageNet backbone."""
+    if name == "random":
+        return FixedFeatures(channels)
+    if name == "effnet":
+        return BackboneFeatures()
+    raise ValueError(f"loss.perceptual_net must be one of {PERCEPTUAL_NETS}; got {name!r}")
+
+
 def perceptual_loss(features, x, y):
     """Mean over scales of the squared distance between unit-normalised features."""
-    fx, fy = features(x), features(y)
+    fx, fy = features(x), jax.lax.stop_gradient(features(y))
     return sum(jnp.mean(jnp.sum(jnp.square(a - b), axis=-1)) for a, b in zip(fx, fy)) / len(fx)
 
 

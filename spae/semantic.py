@@ -17,7 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["token_text_embeddings", "relevance_topk", "random_topk", "DEFAULT_TEMPLATE"]
+__all__ = ["token_text_embeddings", "relevance_topk", "random_topk", "imagenet_word_matrix", "imagenet_topk",
+           "DEFAULT_TEMPLATE", "TEACHERS"]
+
+TEACHERS = ("clip", "imagenet", "labels", "random")   # loss.relevance: where the semantic targets come from
 
 DEFAULT_TEMPLATE = "a photo of {}"
 
@@ -73,6 +76,68 @@ def relevance_topk(clip, images: np.ndarray, text_emb: np.ndarray, k: int, tau: 
         p = np.exp((r - r[:, :1]) / tau)
         all_ids.append(top.astype(np.int32))
         all_prob.append((p / p.sum(1, keepdims=True)).astype(np.float32))
+    return np.concatenate(all_ids), np.concatenate(all_prob)
+
+
+# Weight of a class's own name words, then of its nearest informative hypernyms' words (nearest first).
+IMAGENET_WEIGHTS = (1.0, 0.5, 0.3, 0.2)
+_STOP = frozenset({"the", "and", "for", "with", "from", "other", "its"})
+
+
+def _name_words(name: str) -> list[str]:
+    import re
+
+    return [w for w in re.split(r"[^a-z]+", name.lower()) if len(w) >= 3 and w not in _STOP]
+
+
+def imagenet_word_matrix(words: Sequence[str], weights: Sequence[float] = IMAGENET_WEIGHTS):
+    """Which vocabulary words name each ImageNet class: (cols int32 (U,), M float32 (1000, U)).
+
+    M[c, u] is the largest weight with which word words[cols[u]] names class c: weights[0] for a
+    word of the class's lemmas ("tiger cat" -> tiger, cat), weights[j] for a word of its j-th
+    nearest informative hypernym (`imagenet.tag_hypernyms`: domestic cat, cat, feline)."""
+    from backbones.vision import imagenet
+
+    index: dict[str, int] = {}
+    for i, w in enumerate(words):
+        index.setdefault(w.lower(), i)
+    entries: dict[tuple[int, int], float] = {}
+    for c, lems in enumerate(imagenet.lemmas()):
+        names = [(n, weights[0]) for n in lems]
+        names += [(h, weights[j + 1]) for j, h in enumerate(imagenet.tag_hypernyms(c, len(weights) - 1))]
+        for name, wt in names:
+            for w in _name_words(name):
+                if w in index:
+                    key = (c, index[w])
+                    entries[key] = max(entries.get(key, 0.0), wt)
+    cols = np.array(sorted({v for _, v in entries}), np.int32)
+    pos = {v: u for u, v in enumerate(cols)}
+    m = np.zeros((len(imagenet.lemmas()), len(cols)), np.float32)
+    for (c, v), wt in entries.items():
+        m[c, pos[v]] = wt
+    return cols, m
+
+
+def imagenet_topk(vision, images: np.ndarray, words: Sequence[str], k: int, batch_size: int = 256,
+                  progress: bool = True):
+    """Top-K vocabulary rows by the ImageNet classifier: r(x, v) = sum_c p(c | x) M[c, v].
+
+    The class probabilities spread onto the words of the class names and their hypernyms
+    (`imagenet_word_matrix`); the target is r normalised over the top K (rows with r = 0 get 0).
+    images uint8 (N, H, W[, C]) -> (ids int32 (N, K), prob float32 (N, K))."""
+    from tqdm import tqdm
+
+    cols, m = imagenet_word_matrix(words)
+    k = min(int(k), len(cols))
+    images = _as_rgb(images)
+    all_ids, all_prob = [], []
+    for i in tqdm(range(0, len(images), batch_size), desc="ImageNet relevance", unit="batch",
+                  disable=not progress or len(images) <= batch_size):
+        r = vision.probabilities(images[i:i + batch_size]) @ m                     # (b, U)
+        top = np.argsort(-r, axis=1, kind="stable")[:, :k]
+        rt = np.take_along_axis(r, top, axis=1)
+        all_ids.append(cols[top])
+        all_prob.append((rt / np.maximum(rt.sum(1, keepdims=True), 1e-12)).astype(np.float32))
     return np.concatenate(all_ids), np.concatenate(all_prob)
 
 

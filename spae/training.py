@@ -23,9 +23,9 @@ from flax import nnx
 
 from spae import configdict
 from spae.codebook import FrozenCodebook
-from spae.losses import (Discriminator, FixedFeatures, foreground_weight, gan_discriminator_loss, gan_generator_loss,
+from spae.losses import (Discriminator, foreground_weight, gan_discriminator_loss, gan_generator_loss,
                          l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
-                         semantic_loss, subsample_positions, usage_entropy_loss)
+                         perceptual_net, semantic_loss, subsample_positions, usage_entropy_loss)
 from spae.model import SPAE, ModelConfig
 
 __all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "TRAINABLE", "Stat", "ema_modules"]
@@ -137,7 +137,8 @@ class TrainState(nnx.Module):
             self.disc = self.dopt = nnx.data(None)
         self.lecam_real = Stat(jnp.array(0.0, jnp.float32))
         self.lecam_fake = Stat(jnp.array(0.0, jnp.float32))
-        self.percept = nnx.data(FixedFeatures(mc.channels) if L.perceptual > 0 else None)
+        self.percept = nnx.data(perceptual_net(L.get("perceptual_net", "random"), mc.channels)
+                                if L.perceptual > 0 else None)
 
 
 def ema_modules(ts: TrainState):

@@ -48,18 +48,25 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
         return semantic.random_topk(len(images), vocab.size, L.semantic_k, seed=cfg.seed)
     if L.relevance == "labels":
         return semantic.label_topk(labels, class_names, vocab.embeddings, vocab.words, L.semantic_k, L.semantic_tau)
-    if L.relevance != "clip":
-        raise ValueError(f"loss.relevance must be clip, labels or random; got {L.relevance!r}")
+    if L.relevance not in ("clip", "imagenet"):
+        raise ValueError(f"loss.relevance must be one of {', '.join(semantic.TEACHERS)}; got {L.relevance!r}")
     cache = os.path.join(workdir, "semantic_targets.npz")
     words_mode = L.get("relevance_words", "all")
     if words_mode not in ("all", "known"):
         raise ValueError(f"loss.relevance_words must be all or known; got {words_mode!r}")
     key = json.dumps([len(images), vocab.llm_ids[:50].tolist(), vocab.size, L.semantic_k, L.semantic_tau,
-                      str(L.clip), cfg.data.to_dict(), words_mode], sort_keys=True)
+                      str(L.clip), cfg.data.to_dict(), words_mode, L.relevance], sort_keys=True)
     if os.path.exists(cache):
         with np.load(cache) as f:
             if str(f["key"]) == key:
                 return f["ids"], f["prob"]
+    if L.relevance == "imagenet":
+        from backbones import load_vision
+
+        print(f"computing ImageNet relevance of {vocab.size} tokens for {len(images)} images ...", file=sys.stderr)
+        ids, prob = semantic.imagenet_topk(load_vision(), images, vocab.words, L.semantic_k)
+        np.savez(cache, key=np.asarray(key), ids=ids, prob=prob)
+        return ids, prob
     from backbones import load_clip
 
     clip = load_clip(L.clip)

@@ -11,7 +11,10 @@ def base_config() -> Config:
         seed=0,
         lqae=False,                      # True: one stride-1 layer, no semantic loss (LQAE-like baseline)
         data=dict(
-            name="fashion_mnist",        # fashion_mnist | scenes
+            name="fashion_mnist",        # fashion_mnist | scenes | photos (visiondata.photo_mix)
+            parts=None,                  # photos: image sources (None: wallpapers, tuxpaint, emoji)
+            folder=None,                 # photos: a folder of your own images (add "folder" to parts)
+            crop_min=0.3,                # photos: smallest crop side, as a fraction of the short side
             image_size=32, channels=1,
             prep="resize",               # pad (28 -> 32, zeros) | resize
             num_train=None, num_test=2000,
@@ -41,13 +44,14 @@ def base_config() -> Config:
             entropy=0.0,                 # codebook-usage regulariser (spae.losses.usage_entropy_loss)
             entropy_temp=1.0, entropy_layers=None,   # None: every layer
             entropy_positions=None,      # cap on positions per image the entropy term sees (None: all)
-            perceptual=0.0,              # fixed random-CNN features (stand-in for LPIPS)
+            perceptual=0.0,              # feature distance (in the manner of LPIPS) on perceptual_net's features
+            perceptual_net="random",     # random (a fixed seeded CNN, any channels) | effnet (the ImageNet backbone, RGB)
             gan=0.0, gan_start=0, disc_ch=32, lecam=0.0, lecam_decay=0.99,
             semantic=0.0, semantic_layers=(1, 2), semantic_temp=1.0,
             semantic_schedule="warmup", semantic_warmup=200,
             semantic_k=32, semantic_tau=0.01,
             semantic_negatives=False,    # also push away from the chosen off-list token
-            relevance="clip",            # clip | labels (stand-in from class names) | random (tests)
+            relevance="clip",            # clip | imagenet (classifier, onto class and hypernym words) | labels | random
             clip=None,                   # load_clip() argument (None: the repo's default)
             relevance_words="all",       # all | known (only words the contrastive model was trained on)
         ),
