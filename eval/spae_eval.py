@@ -3,7 +3,9 @@
     python -m eval.spae_eval [--checkpoint DIR] [--num 2000] [--out eval_out/spae_fmnist32]
 
 Default checkpoint: the repo's shipped one (spae/pretrained/fmnist32). Writes <out>.md (a
-markdown table) and <out>.json. The semantic hit rate is how often the top layer's token
+markdown table) and <out>.json. A tokenizer trained on real images (data "photos") is measured
+on the held-out photos instead (`eval.spae_photos`): bits per pixel, PSNR, SSIM, perceptual
+distance and FD-EffNet per depth beside JPEG and WebP at the same bytes, and <out>_depths.png. The semantic hit rate is how often the top layer's token
 (layer 1; and any token of layers 1-2) is a word naming the image's class or a synonym
 (spae.semantic.SYNONYMS).
 """
@@ -240,6 +242,11 @@ def main(argv=None):
     with open(os.path.join(ckpt, "config.json")) as f:
         meta = json.load(f)
     ckpt = os.path.relpath(ckpt)
+    if meta["data"]["name"] == "photos":       # real images: rates against JPEG/WebP, ImageNet-name hits
+        from eval import spae_photos
+
+        print(spae_photos.evaluate(tok, args.out))
+        return
     images, labels, class_names = load_test_set(meta["data"]["name"], args.num, meta["data"]["image_size"])
     res = evaluate(tok, images, labels, class_names)
     res["checkpoint"] = ckpt

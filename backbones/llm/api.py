@@ -262,11 +262,11 @@ class FrozenLLM:
         return logits[:, -1], cache
 
     @functools.partial(jax.jit, static_argnums=(0, 7, 8, 9), donate_argnums=(4,))
-    def _decode_step(self, state, token, position, cache, slot, key, temperature, top_k, top_p):
+    def _decode_step(self, state, token, position, cache, slot, key, temperature, top_k, top_p, bias):
         model = nnx.merge(self._graphdef, state)
         valid = jnp.ones_like(token, dtype=bool)
         logits, cache = model(token[:, None], position[:, None], valid[:, None], cache=cache, slot=slot)
-        return choose_next(logits[:, -1], key, temperature, top_k, top_p), cache
+        return choose_next(logits[:, -1] + bias, key, temperature, top_k, top_p), cache
 
     def generate(self, prompt: str | Sequence[str], max_new_tokens: int = 64, chat: bool = True,
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
@@ -292,9 +292,20 @@ class FrozenLLM:
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
                      top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-                     stop_at_eos: bool = True) -> list[list[int]]:
-        """Batched KV-cache generation from token-id prompts (left-padded); returns the new ids."""
+                     stop_at_eos: bool = True, allowed_ids: Sequence[int] | None = None) -> list[list[int]]:
+        """Batched KV-cache generation from token-id prompts (left-padded); returns the new ids.
+
+        allowed_ids: when given, every generated token is one of these ids (the others' logits are
+        set to -inf before greedy choice or sampling), e.g. an image tokenizer's codebook."""
         prompts = [self._with_bos([int(t) for t in p]) for p in prompts]
+        bias = np.zeros(self.config.vocab_size, np.float32)
+        if allowed_ids is not None:
+            allowed = np.asarray(list(allowed_ids), np.int64)
+            if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= self.config.vocab_size:
+                raise ValueError(f"allowed_ids must be a non-empty set of ids in 0..{self.config.vocab_size - 1}")
+            bias[:] = -np.inf
+            bias[allowed] = 0.0
+        bias = jnp.asarray(bias)
         B = len(prompts)
         P = _bucket(max(len(p) for p in prompts))
         S = _bucket(P + max_new_tokens)
@@ -310,7 +321,7 @@ class FrozenLLM:
         last_logits, cache = self._prefill(self._state, tokens, positions, valid, cache)
         key = jax.random.key(seed)
         key, sub = jax.random.split(key)
-        token = choose_next(last_logits, sub, temperature, top_k, top_p)
+        token = choose_next(last_logits + bias, sub, temperature, top_k, top_p)
         position = positions[:, -1] + 1
         out = np.zeros((B, max_new_tokens), np.int32)
         done = np.zeros(B, bool)
@@ -325,7 +336,7 @@ class FrozenLLM:
                 break
             key, sub = jax.random.split(key)
             token, cache = self._decode_step(self._state, token, jnp.asarray(position), cache,
-                                             jnp.int32(P + i), sub, float(temperature), top_k, top_p)
+                                             jnp.int32(P + i), sub, float(temperature), top_k, top_p, bias)
             position = position + 1
         results = []
         for b in range(B):
