@@ -81,6 +81,10 @@ def model_config(cfg, vocab_size: int):
                            decoder_layers=m.decoder_layers, mlp_ratio=m.mlp_ratio, max_len=m.max_len)
 
 
+# Config fields that define the model: a resume whose config differs in one is refused.
+MODEL_FIELDS = ("model", "vocab", "data.image_size")
+
+
 def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quiet: bool = False) -> dict:
     """Run (or resume) training; returns the last logged metrics (+ wall time)."""
     import jax
@@ -94,8 +98,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
 
     t0 = time.time()
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1, default=list)
+    trainlib.check_resume_config(workdir, cfg, MODEL_FIELDS)
     tok = load_tokenizer(cfg, tokenizer)
     tr_images, tr_caps, va_images, va_caps = load_data(cfg)
     vocab = build_vocab(cfg, tr_caps, tok, workdir)
@@ -131,6 +134,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
         loader.set_state(extra["loader"])
         if not quiet:
             print(f"captioner: resumed from step {start} in {workdir}", file=sys.stderr)
+    trainlib.write_config(workdir, cfg)
 
     total, last = cfg.train.steps, {}
     bar = trainlib.progress(total=total, initial=start, desc="captioner", disable=True if quiet else None)
@@ -174,7 +178,9 @@ def main(argv=None):
     from train import trainlib
 
     args, cfg = trainlib.parse_train_args(__doc__, argv)
-    print(json.dumps(train(cfg, args.workdir, stop_after=args.stop_after)))
+    with trainlib.user_errors():
+        last = train(cfg, args.workdir, stop_after=args.stop_after)
+    print(json.dumps(last))
 
 
 if __name__ == "__main__":

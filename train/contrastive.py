@@ -11,10 +11,8 @@ with its evaluation in WORKDIR/export/eval.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 
 import jax
@@ -162,20 +160,20 @@ def export(model: CLIP, tokenizer, workdir: str, cfg, notes: dict, texts: list[s
     return out
 
 
+# Config fields that define the model: a resume whose config differs in one is refused.
+MODEL_FIELDS = ("model", "data.image_size", "data.context_length", "loss")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--set", action="append", default=[], help="override a config field, e.g. train.steps=100")
-    args = ap.parse_args(argv)
-    try:
-        cfg = trainlib.load_config(args.config, args.set)
-    except (trainlib.ConfigError, FileNotFoundError, AttributeError, SyntaxError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1)
+    args, cfg = trainlib.parse_train_args(__doc__, argv)
+    with trainlib.user_errors():
+        return run(cfg, args.workdir, args.stop_after)
+
+
+def run(cfg, workdir: str, stop_after: int | None = None):
+    """Train (or resume) in `workdir`; -> the export folder (None when stopped by `stop_after`)."""
+    os.makedirs(workdir, exist_ok=True)
+    trainlib.check_resume_config(workdir, cfg, MODEL_FIELDS)
 
     hf_tok, table = llm_token_assets(name=cfg.model.llm)
     tokenizer = llm_tokenizer(hf_tok, cfg.data.context_length, cfg.model.llm)
@@ -186,7 +184,7 @@ def main(argv=None):
     data = TrainData(cfg, tokenizer)
     mesh = trainlib.make_mesh(cfg.train.num_devices)
 
-    ckpt = trainlib.Checkpointer(args.workdir)
+    ckpt = trainlib.Checkpointer(workdir)
     saved_state = lambda: {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                            "opt": nnx.to_pure_dict(nnx.state(optimizer))}
     start = 0
@@ -197,10 +195,11 @@ def main(argv=None):
         nnx.update(optimizer, st["opt"])
         data.set_state(extra["data"])
         print(f"resumed from step {start}")
+    trainlib.write_config(workdir, cfg)
 
     mean, std = np.asarray(mcfg.image_mean, np.float32), np.asarray(mcfg.image_std, np.float32)
     step_fn = make_train_step(cfg.loss, mean, std, cfg.model.lock_text)
-    writer = trainlib.MetricsWriter(args.workdir)
+    writer = trainlib.MetricsWriter(workdir)
     t0, bar = time.time(), trainlib.progress(total=cfg.train.steps, initial=start, desc="contrastive")
     clip = lambda: ClipModel(model, tokenizer, {"name": "training"})
     for step in range(start + 1, cfg.train.steps + 1):
@@ -215,10 +214,14 @@ def main(argv=None):
             ev = evaluate_offline(clip(), num_scenes=cfg.train.eval_scenes, fmnist_limit=cfg.train.eval_fmnist)
             writer.write(step, {f"eval/{k}": v for k, v in ev.items()})
             print(f"eval @ {step}: " + json.dumps({k: round(v, 4) for k, v in ev.items()}), flush=True)
+        if stop_after is not None and step - start >= stop_after:
+            bar.close()
+            ckpt.close()
+            return None                    # simulated interruption: no export
     bar.close()
     ckpt.close()
     train_wall = time.time() - t0
-    out = export(model, tokenizer, args.workdir, cfg, {"train_wall_s_this_run": round(train_wall, 1)},
+    out = export(model, tokenizer, workdir, cfg, {"train_wall_s_this_run": round(train_wall, 1)},
                  data.texts)
     print(f"exported to {out}; training wall time this run {train_wall / 60:.1f} min")
     return out

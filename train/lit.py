@@ -85,9 +85,21 @@ def set_feature_stats(model: CLIP, sources: dict) -> None:
     model.vision.feature_scale[...] = jnp.asarray(feats.std(0) + 1e-3)
 
 
+# Config fields that define the model: a resume whose config differs in one is refused.
+MODEL_FIELDS = ("model", "data.context_length", "loss")
+
+
 def main(argv=None):
     args, cfg = trainlib.parse_train_args(__doc__, argv)
+    with trainlib.user_errors():
+        return run(cfg, args)
+
+
+def run(cfg, args):
+    """Train (or resume) in args.workdir (args: parse_train_args's); -> the export folder, or None when
+    stopped by args.stop_after."""
     os.makedirs(args.workdir, exist_ok=True)
+    trainlib.check_resume_config(args.workdir, cfg, MODEL_FIELDS)
     from backbones import load_vision
 
     backbone = load_vision(cfg.model.backbone)
@@ -115,8 +127,7 @@ def main(argv=None):
         nnx.update(model, st["params"])
         nnx.update(optimizer, st["opt"])
         print(f"resumed from step {start}")
-    with open(os.path.join(args.workdir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1)
+    trainlib.write_config(args.workdir, cfg)
 
     step_fn = make_train_step(cfg.loss)
     writer = trainlib.MetricsWriter(args.workdir)

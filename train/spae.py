@@ -10,7 +10,10 @@ token stays as it was and only the pictures change (train/configs/spae_fmnist32_
         --set train.init_from=spae/pretrained/fmnist32 --set train.trainable=decoder --set loss.random_prefix=True
 
 Resumes exactly from the latest checkpoint in --workdir (model, optimizers, EMA, discriminator,
-data-iterator position). At the end writes --workdir/export, a small checkpoint that
+data-iterator position); a damaged latest checkpoint is moved to checkpoints/damaged/ and the run
+resumes from the one before. A resume with another model (a changed model.*, vocab.*,
+data.image_size, data.channels or lqae field) is refused; training fields may change. --debug shows
+tracebacks. At the end writes --workdir/export, a small checkpoint that
 `spae.load_tokenizer(<workdir>/export)` reads.
 """
 
@@ -105,6 +108,11 @@ def export(state, vocab, cfg, directory: str) -> None:
     save_checkpoint(directory, ema_modules(state), vocab, cfg)
 
 
+# The config fields that define the model (its arrays and what its tokens mean): a resume in a workdir
+# whose config.json differs in one of them is refused; the others (train.*, optim.*, loss.*) may change.
+MODEL_FIELDS = ("model", "vocab", "data.image_size", "data.channels", "lqae")
+
+
 def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: bool = False) -> dict:
     """Run (or resume) training; returns the last logged metrics."""
     import jax
@@ -115,8 +123,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
     from visiondata.pipeline import ArrayLoader
 
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=1, default=list)
+    trainlib.check_resume_config(workdir, cfg, MODEL_FIELDS)   # before any work: refuse another model's workdir
     vocab = build_vocab(cfg, llm)
     arrays = build_arrays(cfg, vocab, workdir)
     mesh = trainlib.make_mesh(cfg.train.num_devices)
@@ -133,6 +140,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
         fn.set_train_state(train_state)
         loader.set_state(extra["loader"])
         print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+    trainlib.write_config(workdir, cfg)       # only now: a failed start leaves the old one beside its checkpoints
 
     total = cfg.train.steps
     last = {}
@@ -171,8 +179,9 @@ def main(argv=None):
     from train import trainlib
 
     args, cfg = trainlib.parse_train_args(__doc__, argv)
-    cfg = resolve_config(cfg)
-    last = train(cfg, args.workdir, stop_after=args.stop_after)
+    with trainlib.user_errors():
+        cfg = resolve_config(cfg)
+        last = train(cfg, args.workdir, stop_after=args.stop_after)
     print(json.dumps(last))
 
 
