@@ -17,6 +17,17 @@ Prediction: closed-form, argmax of `llm.score` over the episode's N labels; open
 greedy continuation (up to the line end) compared with the true label. Writes DIR/results.jsonl
 (one line per query) and DIR/summary.json (accuracy with a 95% confidence interval over episodes).
 
+Cross-style episodes (support rows from one dataset, query rows from another of the same split,
+e.g. supports drawn by Noto `emoji:google` and queries by Fluent `emoji:fluent-flat`; see
+`visiondata.episodes`) load both datasets; the coder sees one image array, the query dataset's
+images after the support dataset's, so a query image's key is its index plus the support
+dataset's size while its record's `query` stays its index in the query dataset. summary.json
+names both (`dataset`, `query_dataset`).
+
+LENS describes Fashion-MNIST and scenes with the toy-domain contrastive model ("offline"), and
+real images (emoji, Tux Paint) with the ImageNet tagger on EfficientNet-Lite0 plus the default
+(LiT) contrastive model; summary.json's `lens_vision` says which.
+
 Resumable: each finished episode is appended to DIR/results.partial.jsonl, and a rerun into the
 same DIR with the same method settings reuses every stored episode whose queries match the
 episode file (a killed run, or an episode file grown from 100 to 200 episodes: only the new
@@ -94,6 +105,7 @@ class TextCoder:
     describe: object          # callable: images -> list[str]
     llm: object
     name: str = "lens"
+    vision: str | None = None  # the models that describe, e.g. "imagenet:efficientnet-lite0+clip:lit"
 
     def ids(self, images, keys):
         return [self.llm.encode(text) for text in self.describe(images)]
@@ -137,18 +149,33 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: bool = True,
-        progress: bool = True, done: dict | None = None, on_episode=None):
+        progress: bool = True, done: dict | None = None, on_episode=None, query_images: np.ndarray | None = None):
     """Score every query of every episode; returns (per-query records, summary dict).
 
     done: {episode index: its records} from an earlier run (see `stored_episodes`); those episodes
     are not scored again. on_episode(records): called with each newly scored episode's records.
+    query_images: the images the episodes' query indices point into, when not `images` (queries
+    from another dataset); the coder then gets them with keys offset by len(images).
     """
     from tqdm import tqdm
 
     done = done or {}
     records = []
+    offset = 0
+    if query_images is not None:
+        if query_images.shape[1:] != images.shape[1:] or query_images.dtype != images.dtype:
+            raise ValueError(f"query images {query_images.dtype} {query_images.shape[1:]} differ in shape or type "
+                             f"from the support images {images.dtype} {images.shape[1:]}")
+        offset = len(images)
+    n_query = len(images if query_images is None else query_images)
+    for role, n in (("support", len(images)), ("query", n_query)):
+        top = max((int(getattr(e, role).max()) for e in episodes if len(getattr(e, role))), default=-1)
+        if top >= n:       # (a support index past the support images would silently pick a query image)
+            raise ValueError(f"{role} index {top} is out of range for its {n} images")
+    if query_images is not None:
+        images = np.concatenate([images, query_images])
     todo = [e for i, e in enumerate(episodes) if i not in done]
-    needed = sorted({int(i) for e in todo for i in np.concatenate([e.support, e.query])})
+    needed = sorted({int(i) for e in todo for i in e.support} | {int(q) + offset for e in todo for q in e.query})
     codes = {}
     for start in range(0, len(needed), 256):
         keys = needed[start:start + 256]
@@ -171,7 +198,7 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
         supports = [supports[j] for j in order]
         hits, hits_open = [], []
         prefix = build_prefix(llm, supports)
-        queries = [query_part(llm, codes[int(q)]) for q in ep.query]
+        queries = [query_part(llm, codes[int(q) + offset]) for q in ep.query]
         scores = llm.score_batch(prefix, queries, [llm.encode(" " + name) for name in names])   # (Q, N)
         for q, y, row, qids in zip(ep.query, ep.query_labels, scores, queries):
             pred = names[int(np.argmax(row))]
@@ -213,6 +240,27 @@ def write_results(out: str, records: list[dict], summary: dict) -> None:
 PARTIAL = "results.partial.jsonl"
 # Summary fields that must agree for an earlier run's records to be reused.
 RUN_KEYS = ("method", "label", "layers", "tokenizer", "tokenizer_digest", "llm", "seed", "lens_captions")
+# Fields recorded since cross-style episodes and real-image LENS: a stored run without one of them is
+# read as `_legacy_value` says (what every run of that time had, or _ANY where it was not written down).
+DATA_KEYS = ("dataset", "query_dataset", "split", "lens_vision")
+_ANY = object()
+
+
+def _legacy_value(meta: dict, key: str):
+    if key in meta:
+        return meta[key]
+    if key == "lens_vision":            # LENS ran on the toy-domain contrastive model only
+        return "clip:offline" if meta.get("method") == "lens" else None
+    return None if key == "query_dataset" else _ANY
+
+
+def _same_run(meta: dict, settings: dict) -> bool:
+    if any(meta.get(k) != settings.get(k) for k in RUN_KEYS):
+        return False
+    for k in DATA_KEYS:
+        if k in settings and (v := _legacy_value(meta, k)) is not _ANY and v != settings[k]:
+            return False
+    return True
 
 
 def checkpoint_digest(directory: str | None) -> str:
@@ -234,8 +282,9 @@ def stored_episodes(out: str, settings: dict, episodes, open_ended_eval: bool) -
     """{episode index: records} from OUT's earlier results that can stand for this run.
 
     Reused only when OUT/summary.json (or, for a run killed before its summary, OUT/run.json)
-    holds the same `settings`, and per episode only when its stored queries and labels are
-    exactly this episode's, with open-ended answers present if they are asked for.
+    holds the same `settings` (RUN_KEYS, and the DATA_KEYS that `settings` has), and per episode
+    only when its stored queries and labels are exactly this episode's, with open-ended answers
+    present if they are asked for.
     """
     meta = None
     for name in ("summary.json", "run.json"):
@@ -244,7 +293,7 @@ def stored_episodes(out: str, settings: dict, episodes, open_ended_eval: bool) -
             with open(path) as f:
                 meta = json.load(f)
             break
-    if meta is None or any(meta.get(k) != settings.get(k) for k in RUN_KEYS):
+    if meta is None or not _same_run(meta, settings):
         return {}
     by_episode: dict[int, list[dict]] = {}
     for name in ("results.jsonl", PARTIAL):
@@ -270,7 +319,7 @@ def stored_episodes(out: str, settings: dict, episodes, open_ended_eval: bool) -
 
 
 def run_resumable(out: str, settings: dict, llm, coder: ImageCoder, episodes, images: np.ndarray,
-                  open_ended_eval: bool, progress: bool = True):
+                  open_ended_eval: bool, progress: bool = True, query_images: np.ndarray | None = None):
     """`run`, reusing OUT's stored episodes (`stored_episodes`) and appending each new one to
     OUT/results.partial.jsonl as it finishes. Returns (records, summary); writes no summary."""
     done = stored_episodes(out, settings, episodes, open_ended_eval)
@@ -286,12 +335,23 @@ def run_resumable(out: str, settings: dict, llm, coder: ImageCoder, episodes, im
             partial.flush()
 
         records, summary = run(llm, coder, episodes, images, open_ended_eval=open_ended_eval,
-                               progress=progress, done=done, on_episode=save_episode)
+                               progress=progress, done=done, on_episode=save_episode, query_images=query_images)
     summary["reused_episodes"] = len(done)
     return records, summary
 
 
-def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int, lens_captions: bool = False):
+REAL_IMAGE_DATASETS = ("emoji:", "tuxpaint")
+
+
+def real_images(dataset: str) -> bool:
+    """Emoji and Tux Paint are real pictures (LENS describes them with the real-image models)."""
+    return dataset.startswith(REAL_IMAGE_DATASETS)
+
+
+def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: int, lens_captions: bool = False,
+               lens_real: bool = False):
+    """The ImageCoder of a method. lens_real: LENS with the ImageNet tagger (EfficientNet-Lite0) and the
+    default (LiT) contrastive model, for real images; else with the toy-domain "offline" model."""
     if method in ("spae", "lqae", "random"):
         from spae import load_tokenizer
 
@@ -307,10 +367,24 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
 
         # Classification uses LENS's tag and attribute modules (its object-recognition setup);
         # captions (its VQA setup) are opt-in: they cost ~60 prompt tokens per image.
-        lens = Lens.load(llm=llm, clip="offline", **({} if lens_captions else {"captioner": "none"}))
+        caption = {} if lens_captions else {"captioner": "none"}
+        if lens_real:
+            lens = Lens.load(llm=llm, vision="efficientnet-lite0", **caption)
+        else:
+            lens = Lens.load(llm=llm, clip="offline", **caption)
         return TextCoder(lambda images: [Lens.text(o) for o in lens.describe_images(images)], llm,
-                         name="lens" if not lens_captions else "lens_captions")
+                         name="lens" if not lens_captions else "lens_captions", vision=lens_vision_name(lens))
     raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")
+
+
+def lens_vision_name(lens) -> str:
+    """The vision models of a Lens, e.g. "clip:offline" or "imagenet:efficientnet-lite0+clip:lit"."""
+    from lens.pipeline import clip_label
+
+    parts = [lens.photo_tagger.name] if lens.photo_tagger is not None else []
+    scorer = lens.tagger or lens.attributer
+    parts += [clip_label(scorer.clip)] if scorer is not None else []
+    return "+".join(parts) or "none"
 
 
 def main(argv=None, llm=None) -> dict:
@@ -339,31 +413,45 @@ def main(argv=None, llm=None) -> dict:
     eps = episodes_mod.read_csv(args.episodes)[:args.limit]
     if not eps:
         raise SystemExit(f"{args.episodes} holds no episodes")
-    ds = {(e.dataset, e.split) for e in eps}
+    ds = {(e.dataset, e.query_dataset or e.dataset, e.split) for e in eps}
     if len(ds) != 1:
-        raise SystemExit(f"{args.episodes} mixes datasets/splits {sorted(ds)}")
-    dataset, split = ds.pop()
+        raise SystemExit(f"{args.episodes} mixes datasets/splits {sorted(ds)} (support dataset, query dataset, split)")
+    dataset, query_dataset, split = ds.pop()
+    query_dataset = None if query_dataset == dataset else query_dataset
     kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
     images, _, _ = episodes_mod.load_dataset(dataset, split, **kw)
+    query_images = None
+    if query_dataset is not None:
+        kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if query_dataset.startswith("scenes") else {}
+        query_images, _, _ = episodes_mod.load_dataset(query_dataset, split, **kw)
+        if query_images.shape[1:] != images.shape[1:]:
+            raise SystemExit(f"{query_dataset} images are {query_images.shape[1:]}, {dataset} images "
+                             f"{images.shape[1:]}: support and query images must have one shape")
+    lens_real = real_images(dataset) or real_images(query_dataset or "")
     llm = llm or load_llm(args.llm)
     is_lens = args.method == "lens"
     settings = {"method": args.method, "label": args.name, "layers": None if is_lens else args.layers,
                 "tokenizer": args.tokenizer, "tokenizer_digest": None if is_lens else checkpoint_digest(args.tokenizer),
-                "lens_captions": args.lens_captions if is_lens else None, "llm": args.llm, "seed": args.seed}
+                "lens_captions": args.lens_captions if is_lens else None, "llm": args.llm, "seed": args.seed,
+                "dataset": dataset, "query_dataset": query_dataset, "split": split}
     open_ended_eval = not args.no_open_ended
-    coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions)
+    coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions, lens_real)
+    # The models LENS loaded, e.g. "imagenet:efficientnet-lite0+clip:lit" (real images) or "clip:offline".
+    settings["lens_vision"] = coder.vision if is_lens else None
     t = time.perf_counter()
-    records, summary = run_resumable(args.out, settings, llm, coder, eps, images, open_ended_eval)
+    records, summary = run_resumable(args.out, settings, llm, coder, eps, images, open_ended_eval,
+                                     query_images=query_images)
     e0 = eps[0]
     summary.update(settings)
-    summary.update({"dataset": dataset, "split": split, "ways": e0.ways, "shots": e0.shots,
+    summary.update({"ways": e0.ways, "shots": e0.shots,
                     "episodes_file": os.path.abspath(args.episodes),
                     "seconds": round(time.perf_counter() - t, 1), "command": command})
     write_results(args.out, records, summary)
     line = f"{args.method}: accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
     if "open_accuracy" in summary:
         line += f", open-ended {summary['open_accuracy']:.3f} ± {summary['open_ci95']:.3f}"
-    print(f"{line} over {summary['episodes']} episodes ({dataset}/{split} {e0.ways}-way {e0.shots}-shot) -> {args.out}")
+    source = dataset + (f" -> queries from {query_dataset}" if query_dataset else "")
+    print(f"{line} over {summary['episodes']} episodes ({source}/{split} {e0.ways}-way {e0.shots}-shot) -> {args.out}")
     return summary
 
 

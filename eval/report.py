@@ -42,7 +42,8 @@ def load_summaries(root: str) -> list[dict]:
 def setting_of(s: dict) -> str:
     if s.get("task") == "vqa":
         return f"{s['dataset']}/{s['split']} VQA {s.get('shots', 0)}-shot"
-    return f"{s['dataset']} {s['ways']}-way {s['shots']}-shot"
+    source = s["dataset"] + (f"->{s['query_dataset']}" if s.get("query_dataset") else "")
+    return f"{source} {s['ways']}-way {s['shots']}-shot"
 
 
 def row_of(s: dict) -> str:

@@ -27,12 +27,20 @@ styles: `sample(support_labels, ..., query_labels=...)` draws queries from the s
 the query rows of the CSV name their own dataset (`Episode.query_dataset`), e.g. supports drawn
 by Noto and queries by Fluent (the held-out style), on concepts both draw.
 
+Tux Paint (`visiondata.tuxpaint`): dataset "tuxpaint" (every stamp outside "symbols"),
+"tuxpaint:<kind>" (kind photo or cartoon, or all) or "tuxpaint:<kind>:<background>" (white, the
+default, or photos), `index` into `tuxpaint.load(split, kind=..., background=...)` (splits train,
+test, all), `label` the stamp's top category's position in `tuxpaint_categories()` (the sorted top
+folders of the installed stamps, the same list for every split and kind), `class_name` that
+category ("animals", "food", ...).
+
 Command line:
     python -m visiondata.episodes --dataset fashion_mnist --ways 5 --shots 1 --queries 1 \
         --episodes 100 --seed 0 --out episodes.csv [--split test]
     python -m visiondata.episodes --dataset scenes --split test --num-scenes 2000 ... --out e.csv
     python -m visiondata.episodes --dataset emoji --support-style google --query-style fluent-flat \
         --split heldout --ways 5 --shots 1 --queries 1 --episodes 100 --out e.csv [--skin-tones]
+    python -m visiondata.episodes --dataset tuxpaint --split test --ways 5 --shots 1 --episodes 50 --out e.csv
 """
 
 from __future__ import annotations
@@ -153,7 +161,52 @@ def _emoji_labels(concepts: list[str]) -> np.ndarray:
     return np.array([row[c] for c in concepts], np.int64)
 
 
+def _tuxpaint_args(dataset: str) -> tuple[str, str]:
+    """"tuxpaint[:<kind>[:<background>]]" -> (kind, background)."""
+    from visiondata import tuxpaint
+
+    parts = dataset.split(":")
+    kind = parts[1] if len(parts) > 1 else "all"
+    background = parts[2] if len(parts) > 2 else "white"
+    if parts[0] != "tuxpaint" or len(parts) > 3 or kind not in tuxpaint.KINDS or background not in tuxpaint.BACKGROUNDS:
+        raise ValueError(f"Tux Paint dataset names are 'tuxpaint', 'tuxpaint:<kind>' or 'tuxpaint:<kind>:<background>' "
+                         f"with kind one of {', '.join(tuxpaint.KINDS)} and background one of "
+                         f"{', '.join(tuxpaint.BACKGROUNDS)}; got {dataset!r}")
+    return kind, background
+
+
+def tuxpaint_categories() -> list[str]:
+    """The Tux Paint class names: the sorted top folders of the installed stamps, "symbols" left out
+    (as `tuxpaint.load` leaves it out); a label is a position in this list."""
+    from visiondata import tuxpaint
+
+    return sorted({s["category"] for s in tuxpaint.stamps() if s["category"] != "symbols"})
+
+
+def _tuxpaint_stamps(dataset: str, split: str) -> list[dict]:
+    """The index rows (no pixels) of `tuxpaint.load(split, kind=...)`, in its order."""
+    from visiondata import tuxpaint
+
+    kind, _ = _tuxpaint_args(dataset)
+    if split not in tuxpaint.SPLITS:
+        raise ValueError(f"unknown Tux Paint split {split!r}; choose one of: {', '.join(tuxpaint.SPLITS)}")
+    return [s for s in tuxpaint.stamps() if (split == "all" or s["split"] == split)
+            and (kind == "all" or s["kind"] == kind) and s["category"] != "symbols"]
+
+
+def _category_labels(categories: list[str]) -> np.ndarray:
+    row = {c: i for i, c in enumerate(tuxpaint_categories())}
+    return np.array([row[c] for c in categories], np.int64)
+
+
+def _is_tuxpaint(dataset: str) -> bool:
+    return dataset == "tuxpaint" or dataset.startswith("tuxpaint:")
+
+
 def known_class_names(dataset: str) -> list[str] | None:
+    if _is_tuxpaint(dataset):
+        _tuxpaint_args(dataset)
+        return tuxpaint_categories()
     if dataset.startswith("emoji:"):
         from visiondata import emoji
 
@@ -288,8 +341,16 @@ def load_dataset(dataset: str, split: str, num_scenes: int = 2000, size: int = 6
 
     fashion_mnist: uint8 (N, 28, 28) grayscale; scenes: uint8 (num_scenes, size, size, 3) (any
     num_scenes above the episodes' largest index gives the same images; see `needed_scenes`);
-    emoji:<style>[:skin]: uint8 (N, size, size, 3) on white, labels = concept-table rows.
+    emoji:<style>[:skin]: uint8 (N, size, size, 3) on white, labels = concept-table rows;
+    tuxpaint[:<kind>[:<background>]]: uint8 (N, size, size, 3), labels = top-category positions in
+    `tuxpaint_categories()`, class names = those categories.
     """
+    if _is_tuxpaint(dataset):
+        from visiondata import tuxpaint
+
+        kind, background = _tuxpaint_args(dataset)
+        ts = tuxpaint.load(split, size, kind=kind, background=background)
+        return ts.images, _category_labels(ts.categories), tuxpaint_categories()
     if dataset.startswith("emoji:"):
         from visiondata import emoji
 
@@ -306,7 +367,8 @@ def load_dataset(dataset: str, split: str, num_scenes: int = 2000, size: int = 6
 
         s = scenes.generate(num_scenes, size=size, seed=_scene_seed(dataset), split=split)
         return s.images, s.labels, list(s.class_names)
-    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes, scenes:<seed> or emoji:<style>")
+    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes, scenes:<seed>, emoji:<style> "
+                     "or tuxpaint[:<kind>]")
 
 
 def needed_scenes(episodes: list[Episode]) -> int:
@@ -316,6 +378,8 @@ def needed_scenes(episodes: list[Episode]) -> int:
 
 def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarray:
     """Labels of a dataset split as the CSV's `index` refers to them: int64 (N,)."""
+    if _is_tuxpaint(dataset):
+        return _category_labels([s["category"] for s in _tuxpaint_stamps(dataset, split)])
     if dataset.startswith("emoji:"):
         from visiondata import emoji
 
@@ -329,13 +393,17 @@ def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarr
         from visiondata import scenes
 
         return scenes.labels(num_scenes, seed=_scene_seed(dataset), split=split)
-    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes, scenes:<seed> or emoji:<style>")
+    raise ValueError(f"unknown dataset {dataset!r}; expected fashion_mnist, scenes, scenes:<seed>, emoji:<style> "
+                     "or tuxpaint[:<kind>]")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m visiondata.episodes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, help="fashion_mnist | scenes | scenes:<seed> | emoji")
-    p.add_argument("--split", default="test", help="fashion_mnist: train|test; scenes, emoji: train|test|heldout")
+    p.add_argument("--dataset", required=True,
+                   help="fashion_mnist | scenes | scenes:<seed> | emoji | tuxpaint | tuxpaint:<kind>[:<background>] "
+                        "(kind all|photo|cartoon; background white|photos)")
+    p.add_argument("--split", default="test",
+                   help="fashion_mnist, tuxpaint: train|test; scenes, emoji: train|test|heldout")
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--queries", type=int, default=1, help="queries per class")
