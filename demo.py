@@ -2,14 +2,15 @@
 
 1. the frozen LLM (SmolLM2-135M from its PyPI package) answers a question;
 2. the contrastive model (LiT, `load_clip()`) classifies Fashion-MNIST zero-shot;
-3. SPAE turns Fashion-MNIST images into pyramids of the LLM's own words and back to pixels;
+3. SPAE (photos64) turns real photos into pyramids of the LLM's own words and back to pixels, with
+   the bits per pixel of each depth beside JPEG and WebP files of the same bytes;
 4. LENS describes real photos (ImageNet tags from the frozen EfficientNet-Lite backbone) and a
    synthetic scene (the repo's own contrastive model and captioner) in text, and the LLM answers;
 5. a small head-to-head: 2-way 1-shot in-context classification with the image given to the
    frozen LLM as SPAE tokens, as LENS text, or as random tokens (the chance control), on the
    same episodes.
 
-Steps 2, 3 and 5 read Fashion-MNIST (Debian's dataset-fashion-mnist, or FASHION_MNIST_DIR):
+Steps 2 and 5 read Fashion-MNIST (Debian's dataset-fashion-mnist, or FASHION_MNIST_DIR):
 without it they are skipped with one line saying how to get it. A step that fails prints one
 line and the demo goes on. Pictures and tables go to out/demo/. `python demo.py --episodes N`
 sets the size of step 5.
@@ -39,7 +40,7 @@ def fashion_mnist_or_none():
     try:
         return fashion_mnist.load("test")
     except DataError as e:
-        print(f"note: Fashion-MNIST is not available, so steps 2, 3 and 5 are skipped ({str(e).splitlines()[0]})")
+        print(f"note: Fashion-MNIST is not available, so steps 2 and 5 are skipped ({str(e).splitlines()[0]})")
         return None
 
 
@@ -147,24 +148,27 @@ def step_contrastive(state) -> None:
 
 
 def step_spae(state) -> None:
-    from eval.spae_eval import psnr_uint8
-    from eval.spae_pictures import depth_grid
+    from backbones import load_vision
+    from eval.spae_photos import depth_picture, rate_distortion
     from PIL import Image
     from spae import load_tokenizer
-    from visiondata import fashion_mnist
+    from visiondata import photos
 
-    x_test, y_test = state["data"]
-    tok = state["tokenizer"] = load_tokenizer(llm=state["llm"])
+    tok = state["tokenizer"] = load_tokenizer(llm=state["llm"])      # photos64: real images at 64 px
     print(tok)
-    pyr = tok.encode(x_test[:4])
-    for i, layers in enumerate(tok.to_text(pyr)):
-        name = fashion_mnist.CLASS_NAMES[y_test[i]]
-        print(f"  {name:>12}: layer 1 {layers[0]}  layer 2 {layers[1]}")
-    pyr = tok.encode(x_test[:500])
-    psnr = [float(psnr_uint8(tok.decode(pyr, layers=k), x_test[:500]).mean()) for k in range(1, tok.num_layers + 1)]
-    print("  PSNR by pyramid depth (500 test images): " + ", ".join(f"{k + 1}: {p:.1f} dB" for k, p in enumerate(psnr)))
-    Image.fromarray(depth_grid(tok, x_test[:6])).save(os.path.join(OUT, "spae_depth_grid.png"))
-    print(f"  reconstructions by depth -> {OUT}/spae_depth_grid.png")
+    x = photos.load(64)                    # the 21 scikit photos: never seen in training
+    pyr = tok.encode(x[:4])
+    for name, layers in zip(photos.NAMES[:4], tok.to_text(pyr)):
+        print(f"  {name:>10}: layer 1 {layers[0]}  layer 2 {layers[1]}")
+    res = rate_distortion(tok, x, load_vision(), fd=False)
+    print("  depth  tokens  bits/pixel  SPAE PSNR   JPEG at the same bytes   WebP at the same bytes")
+    for r in res["rows"][2:]:
+        codec = [f"{r[c]['psnr']:5.1f} dB ({r[c]['fits']}/21 fit)" if r[c]["fits"] else "no file that small"
+                 for c in ("JPEG", "WebP")]
+        print(f"  {r['depth']:>5}  {r['tokens']:>6}  {r['bpp']:>10.2f}  {r['spae']['psnr']:6.1f} dB   "
+              f"{codec[0]:<24} {codec[1]}")
+    Image.fromarray(depth_picture(tok, x[:6], res)).save(os.path.join(OUT, "spae_depth_grid.png"))
+    print(f"  reconstructions by depth, JPEG and WebP at the full pyramid's bytes -> {OUT}/spae_depth_grid.png")
 
 
 def step_lens(state) -> None:
@@ -204,7 +208,7 @@ def step_headtohead(state) -> None:
     from spae import load_tokenizer
 
     llm, n = state["llm"], state["args"].episodes
-    tok = state.get("tokenizer") or load_tokenizer(llm=llm)
+    tok = load_tokenizer("fmnist32", llm=llm)       # the Fashion-MNIST tokenizer
     lens = state.get("lens") or Lens.load(llm=llm)
     x_test, y_test = state["data"]
     eps = episodes.sample(y_test, ways=2, shots=1, queries=1, n_episodes=n, seed=0)
@@ -228,7 +232,7 @@ def step_headtohead(state) -> None:
 # (title, function, needs Fashion-MNIST)
 STEPS = [
     ("2. contrastive model (LiT on the frozen ImageNet backbone; load_clip())", step_contrastive, True),
-    ("3. SPAE: images -> pyramids of LLM words -> images", step_spae, True),
+    ("3. SPAE: real photos -> pyramids of LLM words -> images, beside JPEG and WebP", step_spae, False),
     ("4. LENS: photos and a scene -> text -> the LLM answers", step_lens, False),
     ("5. head to head: Fashion-MNIST 2-way 1-shot", step_headtohead, True),
 ]

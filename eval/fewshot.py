@@ -266,9 +266,9 @@ def _same_run(meta: dict, settings: dict) -> bool:
 def checkpoint_digest(directory: str | None) -> str:
     """SHA-256 (first 16 hex digits) of an SPAE checkpoint's params and vocabulary, so records
     from a checkpoint retrained in the same directory are never reused."""
-    if directory is None:
-        from spae.tokenizer import DEFAULT_CHECKPOINT
-        directory = DEFAULT_CHECKPOINT
+    from spae.tokenizer import resolve_checkpoint
+
+    directory = resolve_checkpoint(directory)           # None: the default; a shipped name: its folder
     h = hashlib.sha256()
     for name in ("params.safetensors", "vocab.json"):
         path = os.path.join(directory, name)

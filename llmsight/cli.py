@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_examples("llmsight tokenize photo.jpg --depth 2", "llmsight tokenize photo.jpg --json > tokens.json"))
     t.add_argument("image")
     t.add_argument("--depth", type=int, default=None, help="layers to keep (default: all)")
-    t.add_argument("--tokenizer", default=None, help="shipped name (e.g. fmnist32) or checkpoint dir")
+    t.add_argument("--tokenizer", default=None, help="shipped name (photos64, the default; fmnist32; scenes64) or checkpoint dir")
     t.add_argument("--json", action="store_true", help="ids, shapes and words per layer as JSON (input of decode)")
     t.set_defaults(fn=cmd_tokenize)
 

@@ -97,7 +97,7 @@ SEARCHES = ("auto", *REDUCTIONS, "fused")        # what nearest_code's `reductio
 
 # On a CPU each (tokens x chunk) score block is sized to stay in cache: about 2M float32 (8 MB).
 # Measured on the 2-core CPU (eval.bench_spae): 1,024 tokens search fastest with chunks of 2,048,
-# 4,776 tokens (one fmnist32_fine batch) with chunks of 512.
+# 4,776 tokens (one batch of a 16x16-grid Fashion-MNIST tokenizer) with chunks of 512.
 CPU_BLOCK = 1 << 21
 
 

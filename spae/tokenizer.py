@@ -1,6 +1,6 @@
 """Text API of a trained SPAE: images <-> pyramids of real LLM token ids.
 
-    tok = load_tokenizer()                    # the repo's trained Fashion-MNIST tokenizer (offline)
+    tok = load_tokenizer()                    # the default, photos64: real images at 64 px (offline)
     pyr = tok.encode(images)                  # uint8 (B, H, W) or (B, H, W, 3) -> Pyramid
     pyr.llm_ids                               # list over layers of (B, h_l, w_l) real LLM ids
     tok.to_text(pyr)                          # per image, per layer, list of token strings
@@ -37,7 +37,9 @@ from spae.model import SPAE, ModelConfig
 __all__ = ["Pyramid", "Tokenizer", "load_tokenizer", "load_weights", "checkpoint_model_config", "save_checkpoint",
            "DEFAULT_CHECKPOINT"]
 
-DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "fmnist32")
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+DEFAULT_NAME = "photos64"     # spae/pretrained/registry.json names the same default
+DEFAULT_CHECKPOINT = os.path.join(PRETRAINED, DEFAULT_NAME)
 
 
 @dataclasses.dataclass
@@ -351,12 +353,15 @@ def _as_image_batch(images) -> np.ndarray:
     return images
 
 
-PRETRAINED = os.path.dirname(DEFAULT_CHECKPOINT)
+def registry() -> dict:
+    """spae/pretrained/registry.json: name -> what it is, its training data, teacher, command, figures."""
+    with open(os.path.join(PRETRAINED, "registry.json")) as f:
+        return json.load(f)["tokenizers"]
 
 
 def shipped_names() -> list[str]:
     """Names of the tokenizers shipped in spae/pretrained (load_tokenizer(NAME))."""
-    return sorted(d for d in os.listdir(PRETRAINED) if os.path.isfile(os.path.join(PRETRAINED, d, "config.json")))
+    return sorted(registry())
 
 
 def resolve_checkpoint(name_or_dir: str | None) -> str:
@@ -372,7 +377,8 @@ def resolve_checkpoint(name_or_dir: str | None) -> str:
 
 
 def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
-    """Load a tokenizer by shipped name ("fmnist32", ...) or checkpoint directory (default: "fmnist32").
+    """Load a tokenizer by shipped name ("photos64", "fmnist32", "scenes64") or checkpoint directory
+    (default: "photos64", real images at 64 x 64).
 
     llm: an already loaded frozen LLM to take the embedding table from (else loaded by name).
     """

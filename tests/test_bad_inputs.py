@@ -26,7 +26,7 @@ from visiondata.images import write_image
 def tok(smollm2):
     from spae import load_tokenizer
 
-    return load_tokenizer(llm=smollm2)        # the default tokenizer (fmnist32)
+    return load_tokenizer("fmnist32", llm=smollm2)
 
 
 @pytest.fixture(scope="module")

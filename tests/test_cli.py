@@ -31,7 +31,7 @@ def test_tokenize_json_decodes_to_what_the_library_draws(photo, tmp_path, capsys
     want = tok.decode(tok.from_llm_ids([np.asarray(l, np.int64) for l in pyr.llm_ids]))[0]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "d.png")), want)
     assert main(["reconstruct", photo, "--out", str(tmp_path / "r.png"), "--depth", "2"]) == 0
-    assert "bits/pixel" in capsys.readouterr().out and Image.open(tmp_path / "r.png").size == (32, 32)
+    assert "bits/pixel" in capsys.readouterr().out and Image.open(tmp_path / "r.png").size == (64, 64)
 
 
 def test_bad_input_is_one_line_and_exit_2(photo, tmp_path, capsys):
@@ -40,7 +40,7 @@ def test_bad_input_is_one_line_and_exit_2(photo, tmp_path, capsys):
     cases = [
         (["tokenize", str(bad)], "corrupt"),
         (["tokenize", photo, "--tokenizer", "nope"], "shipped names: fmnist32"),
-        (["tokenize", photo, "--depth", "9"], "--depth must be in 1..4"),
+        (["tokenize", photo, "--depth", "9"], "--depth must be in 1..7"),
         (["decode", str(bad), "--out", str(tmp_path / "x.png")], "not a token file"),
     ]
     shape_wrong = tmp_path / "s.json"

@@ -179,7 +179,7 @@ CONFIG_TYPOS = [
     ("from train.configs.spae_base import base_config\n"
      "def get_config():\n    c = base_config()\n    c.loss.update(semantik=0.0)\n    return c\n",
      "'loss.semantik'", "did you mean 'semantic'"),
-    ("from train.configs.spae_fmnist32_fine8_L12 import get_config as parent\n"   # a chain of five config files
+    ("from train.configs.spae_photos128 import get_config as parent\n"   # a chain of three config files
      "def get_config():\n    c = parent()\n    c.modle = dict(ch=8)\n    return c\n", "'modle'", "did you mean 'model'"),
 ]
 

@@ -30,15 +30,15 @@ loss.quantize_ramp=400: 17.0 dB, and 18.2 / 18.7 dB with six / eight layers
 (--set 'model.strides=(8,4,2,1,1,1)' / '(8,4,2,1,1,1,1,1)'). With --set train.steps=3000 this
 config reaches 18.8 dB (hit rate 64.1%, 63 min beside another run), with or without those two
 switches; with them and six layers, 20.5 dB (hit rate 63.9%, 40 min, nearly alone on the CPU).
-With them, six layers, model.ch=32 and 5,000 steps: train/configs/spae_fmnist32_deep.py (21.6 dB,
-hit rate 65.0%; shipped as spae/pretrained/fmnist32_deep).
+With them, six layers, model.ch=32 and 5,000 steps: 21.6 dB, hit rate 65.0% (the larger Fashion-MNIST
+tokenizers and their configs left the tree; docs/2026-12-spae-fashion-mnist-log.md and git history keep them).
 Variants (README; those trained before the aliases teacher add --set loss.clip=offline --set
 loss.semantic=0.5): --set loss.entropy=0 (the earlier default); --set 'model.strides=(8,4,2,1,1,1)'
 (213 tokens).
 Checkpoints trained before the entropy term was the default (the label stand-in, LQAE, no-semantic
 and the variants in the README) reproduce with --set loss.clip=offline --set loss.semantic=0.5
 --set loss.entropy=0 added. The label stand-in
-(spae/pretrained/fmnist32_labels, hit rate 64.8%; supervised by class names):
+(hit rate 64.8%; supervised by class names):
     --set loss.semantic=0.5 --set loss.entropy=0 --set loss.relevance=labels --set loss.semantic_tau=0.05 --set loss.relevance_words=all
 """
 
