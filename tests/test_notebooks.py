@@ -21,3 +21,4 @@ def test_notebook_code_cells_run(path):
     printed = "".join(runner.execute(str(path), write=False))
     assert "truth" in printed and "LLM says" in printed        # the in-context cell ran to its end
     assert "Tags:" in printed                                   # and the LENS cell
+    assert "bpp" in printed and "WebP" in printed              # and the real-photo SPAE cell
