@@ -218,10 +218,16 @@ def step_headtohead(state) -> None:
     coders = [spae, fewshot.RandomCoder(np.asarray(tok.vocab.llm_ids), spae.length, seed=0),
               # tags and attributes, as eval.fewshot's lens method (captions are for VQA)
               fewshot.TextCoder(lambda ims: [Lens.text({**o, "captions": []}) for o in lens.describe_images(ims)], llm)]
-    rows = []
+    rows, choices = [], []
     for coder in coders:
-        _, s = fewshot.run(llm, coder, eps, x_test, open_ended_eval=False, progress=False)
+        records, s = fewshot.run(llm, coder, eps, x_test, open_ended_eval=False, progress=False)
         rows.append(f"| {coder.name} | {100 * s['accuracy']:.1f} ± {100 * s['ci95']:.1f} | {s['mean_prompt_tokens']:.0f} |")
+        first = [r for r in records if r["episode"] == 0]
+        choices.append(f"{coder.name}: " + ", ".join(f"a {r['label']} -> the LLM chose {r['pred']}" for r in first))
+    e0 = eps[0]
+    print(f"  episode 1: one support image each of {' and '.join(e0.class_names)}, then each query:")
+    for line in choices:
+        print("    " + line)
     table = "\n".join(["| image as | accuracy (%) | prompt tokens |", "|---|---|---|"] + rows)
     print(table)
     with open(os.path.join(OUT, "headtohead.md"), "w") as f:

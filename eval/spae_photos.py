@@ -28,18 +28,32 @@ def ssim_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b)])
 
 
-def perceptual_uint8(backbone, a: np.ndarray, b: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def perceptual_uint8(backbone, a: np.ndarray, b: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Per-image backbone perceptual distance of uint8 (N, H, W, 3) pairs."""
-    import jax
     import jax.numpy as jnp
+
+    fn = _perceptual_fn(backbone)
+    out = []
+    for i in range(0, len(a), batch_size):       # every chunk padded to batch_size: one compiled shape
+        x, y = a[i:i + batch_size], b[i:i + batch_size]
+        pad = ((0, batch_size - len(x)),) + ((0, 0),) * (x.ndim - 1)
+        d = fn(jnp.asarray(np.pad(x, pad), jnp.float32) / 255.0, jnp.asarray(np.pad(y, pad), jnp.float32) / 255.0)
+        out.append(np.asarray(d)[:len(x)])
+    return np.concatenate(out)
+
+
+_PERCEPTUAL: dict = {}
+
+
+def _perceptual_fn(backbone):
+    import jax
 
     from backbones.vision.perceptual import perceptual_distance
 
-    fn = jax.jit(lambda x, y: perceptual_distance(backbone.model, x, y))
-    out = [np.asarray(fn(jnp.asarray(a[i:i + batch_size], jnp.float32) / 255.0,
-                         jnp.asarray(b[i:i + batch_size], jnp.float32) / 255.0))
-           for i in range(0, len(a), batch_size)]
-    return np.concatenate(out)
+    if id(backbone) not in _PERCEPTUAL:
+        _PERCEPTUAL.clear()
+        _PERCEPTUAL[id(backbone)] = jax.jit(lambda x, y: perceptual_distance(backbone.model, x, y))
+    return _PERCEPTUAL[id(backbone)]
 
 
 def distortion(backbone, images: np.ndarray, decoded: np.ndarray, fd: bool = True) -> dict:

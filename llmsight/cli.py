@@ -4,6 +4,7 @@
     llmsight tokenize photo.jpg --depth 2 --json > tokens.json             # SPAE: the image as LLM words, per layer
     llmsight reconstruct photo.jpg --out rec.png --depth 4                 # SPAE: encode, decode, report bpp and PSNR
     llmsight decode tokens.json --out img.png                              # SPAE: LLM token ids back to pixels
+    llmsight fewshot --support cat.jpg=cat --support mug.jpg=mug query.jpg # the LLM labels query.jpg in context
 
 Every command takes --help (with an example) and --debug (show the traceback of an error);
 bad input ends with one line `error: ...` and exit status 2.
@@ -116,6 +117,51 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def _image_ids(args, llm, images: list[np.ndarray]) -> list[list[int]]:
+    """Each image as LLM token ids: its first --layers SPAE layers, or its LENS text (tags and attributes)."""
+    if args.method == "spae":
+        from spae import load_tokenizer
+
+        tok = load_tokenizer(args.tokenizer, llm=llm)
+        if not 1 <= args.layers <= tok.num_layers:
+            raise ValueError(f"--layers must be in 1..{tok.num_layers} for {tok.name}, got {args.layers}")
+        out = []
+        for im in images:
+            layers = tok.llm_ids(tok.encode(im[None]))[:args.layers]
+            out.append([int(t) for l in layers for t in np.asarray(l).reshape(-1)])
+        return out
+    from lens import Lens
+
+    lens = Lens.load(llm=llm, captioner="none", vision="efficientnet-lite0")
+    return [llm.encode(Lens.text({**o, "captions": []})) for o in lens.describe_images(images)]
+
+
+def cmd_fewshot(args) -> int:
+    from backbones import load_llm
+
+    supports = []
+    for item in args.support:
+        path, sep, label = item.rpartition("=")
+        if not sep or not path or not label.strip():
+            raise ValueError(f"--support {item!r}: write it as IMAGE=LABEL, e.g. cat.jpg=cat")
+        supports.append((path, label.strip()))
+    labels = sorted({l for _, l in supports})
+    if len(labels) < 2:
+        raise ValueError(f"give supports of at least two labels (got {labels}); the LLM chooses among them")
+    llm = load_llm(args.llm)
+    images = [_read_image(p) for p, _ in supports] + [_read_image(q) for q in args.queries]
+    ids = _image_ids(args, llm, images)
+    # The prompt of eval.fewshot: an instruction line, one "Input: <image> Output: <label>" line per support.
+    prefix = llm.encode("Each input is an image written as words. Answer with the label of the image.\n")
+    for (path, label), image_ids in zip(supports, ids):
+        prefix += llm.encode("Input:") + image_ids + llm.encode(f" Output: {label}\n")
+    for query, image_ids in zip(args.queries, ids[len(supports):]):
+        scores = llm.score(prefix + llm.encode("Input:") + image_ids + llm.encode(" Output:"), [" " + l for l in labels])
+        best = labels[int(np.argmax(scores))]
+        print(f"{query}: {best}   (" + ", ".join(f"{l} {s:.2f}" for l, s in zip(labels, scores)) + " log-prob)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmsight", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -157,7 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--tokenizer", default=None, help="default: the one named in the token file")
     c.set_defaults(fn=cmd_decode)
-    for sp in (d, t, r, c):
+    f = sub.add_parser("fewshot", help="in-context classification: labelled examples, then the LLM labels queries",
+                       formatter_class=raw,
+                       epilog=_examples("llmsight fewshot --support cat.jpg=cat --support mug.jpg=mug query1.jpg query2.jpg",
+                                        "llmsight fewshot --method lens --support a.png=apple --support b.png=boat q.png"))
+    f.add_argument("queries", nargs="+", help="images to label")
+    f.add_argument("--support", action="append", required=True, metavar="IMAGE=LABEL",
+                   help="a labelled example (repeat; at least two labels)")
+    f.add_argument("--method", choices=["spae", "lens"], default="spae", help="how the LLM sees each image")
+    f.add_argument("--layers", type=int, default=2, help="spae: pyramid layers per image (default 2: 5 words)")
+    f.add_argument("--tokenizer", default=None, help="spae: shipped name or checkpoint dir (default photos64)")
+    f.add_argument("--llm", default="smollm2-135m")
+    f.set_defaults(fn=cmd_fewshot)
+    for sp in (d, t, r, c, f):
         sp.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
 

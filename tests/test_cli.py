@@ -42,6 +42,9 @@ def test_bad_input_is_one_line_and_exit_2(photo, tmp_path, capsys):
         (["tokenize", photo, "--tokenizer", "nope"], "shipped names: fmnist32"),
         (["tokenize", photo, "--depth", "9"], "--depth must be in 1..7"),
         (["decode", str(bad), "--out", str(tmp_path / "x.png")], "not a token file"),
+        (["fewshot", photo, "--support", "x.png"], "IMAGE=LABEL"),
+        (["fewshot", photo, "--support", f"{photo}=cat"], "at least two labels"),
+        (["fewshot", photo, "--support", f"{photo}=cat", "--support", f"{bad}=dog"], "corrupt"),
     ]
     shape_wrong = tmp_path / "s.json"
     shape_wrong.write_text(json.dumps({"tokenizer": "fmnist32", "layers": [{"shape": [2, 2], "ids": [1, 2, 3, 4]}]}))
@@ -60,3 +63,15 @@ def test_every_command_has_help_with_an_example():
     sub = next(a for a in parser._actions if a.choices and "tokenize" in a.choices)
     for name, p in sub.choices.items():
         assert "example:" in p.format_help() and "llmsight " + name in p.format_help(), name
+
+
+def test_fewshot_prints_one_of_the_support_labels(photo, capsys):
+    from visiondata import photos
+
+    coffee = photos.paths()[photos.NAMES.index("coffee")]
+    assert main(["fewshot", "--support", f"{photo}=cat", "--support", f"{coffee}=coffee", coffee, photo]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(coffee) and lines[1].startswith(photo)
+    for line in lines:
+        choice = line.split(": ", 1)[1].split()[0]
+        assert choice in ("cat", "coffee") and "log-prob" in line
