@@ -185,16 +185,9 @@ def run(cfg, workdir: str, stop_after: int | None = None):
     mesh = trainlib.make_mesh(cfg.train.num_devices)
 
     ckpt = trainlib.Checkpointer(workdir)
-    saved_state = lambda: {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
-                           "opt": nnx.to_pure_dict(nnx.state(optimizer))}
-    start = 0
-    restored = ckpt.restore(saved_state())
-    if restored is not None:
-        start, st, extra = restored
-        nnx.update(model, st["params"])
-        nnx.update(optimizer, st["opt"])
+    start, extra = trainlib.restore_model_state(ckpt, model, optimizer)
+    if start:
         data.set_state(extra["data"])
-        print(f"resumed from step {start}")
     trainlib.write_config(workdir, cfg)
 
     mean, std = np.asarray(mcfg.image_mean, np.float32), np.asarray(mcfg.image_std, np.float32)
@@ -209,7 +202,7 @@ def run(cfg, workdir: str, stop_after: int | None = None):
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             trainlib.log_metrics(step, metrics, writer, bar, t0)
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
-            ckpt.save(step, saved_state(), extra={"data": data.state()})
+            ckpt.save(step, trainlib.model_state(model, optimizer), extra={"data": data.state()})
         if step % cfg.train.eval_every == 0 and step != cfg.train.steps:
             ev = evaluate_offline(clip(), num_scenes=cfg.train.eval_scenes, fmnist_limit=cfg.train.eval_fmnist)
             writer.write(step, {f"eval/{k}": v for k, v in ev.items()})

@@ -118,15 +118,7 @@ def run(cfg, args):
     optimizer = make_optimizer(model, cfg)
 
     ckpt = trainlib.Checkpointer(args.workdir)
-    saved_state = lambda: {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)),
-                           "opt": nnx.to_pure_dict(nnx.state(optimizer))}
-    start = 0
-    restored = ckpt.restore(saved_state())
-    if restored is not None:
-        start, st, _ = restored
-        nnx.update(model, st["params"])
-        nnx.update(optimizer, st["opt"])
-        print(f"resumed from step {start}")
+    start, _ = trainlib.restore_model_state(ckpt, model, optimizer)
     trainlib.write_config(args.workdir, cfg)
 
     step_fn = make_train_step(cfg.loss)
@@ -140,7 +132,7 @@ def run(cfg, args):
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             trainlib.log_metrics(step, metrics, writer, bar, t0)
         if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
-            ckpt.save(step, saved_state(), extra={})
+            ckpt.save(step, trainlib.model_state(model, optimizer), extra={})
         if args.stop_after is not None and step - start >= args.stop_after:
             ckpt.close()
             return None

@@ -401,6 +401,27 @@ def _short_reason(e: BaseException, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def model_state(model, optimizer) -> dict:
+    """What the contrastive trainers checkpoint: {"params": the model's Params, "opt": the optimizer's state}."""
+    from flax import nnx
+
+    return {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param)), "opt": nnx.to_pure_dict(nnx.state(optimizer))}
+
+
+def restore_model_state(ckpt, model, optimizer) -> tuple[int, dict]:
+    """Load the newest intact checkpoint into `model` and `optimizer` -> (its step, its extra dict); (0, {}) if none."""
+    from flax import nnx
+
+    restored = ckpt.restore(model_state(model, optimizer))
+    if restored is None:
+        return 0, {}
+    start, st, extra = restored
+    nnx.update(model, st["params"])
+    nnx.update(optimizer, st["opt"])
+    print(f"resumed from step {start}")
+    return start, extra
+
+
 class Checkpointer:
     """Orbax CheckpointManager holding a state pytree plus a JSON `extra` dict.
 
