@@ -92,22 +92,10 @@ def rate_distortion(tok, images: np.ndarray, backbone, codecs=tuple(CODECS), fd:
     return {"num_images": int(n), "pixels": int(h * w), "vocab_size": int(tok.vocab.size), "rows": rows}
 
 
-def imagenet_name_rows(words, class_ids) -> set[int]:
-    """Codebook rows of the words naming any of the classes or their nearest informative hypernyms."""
-    cols, m = _word_matrix(tuple(words))
+def imagenet_name_rows(cols: np.ndarray, m: np.ndarray, class_ids) -> set[int]:
+    """Codebook rows of the words naming any of the classes or their nearest informative hypernyms,
+    from `spae.semantic.imagenet_word_matrix(words)` = (cols, m)."""
     return {int(cols[u]) for c in class_ids for u in np.flatnonzero(m[c] > 0)}
-
-
-_MATRICES: dict = {}
-
-
-def _word_matrix(words: tuple):
-    from spae.semantic import imagenet_word_matrix
-
-    if words not in _MATRICES:
-        _MATRICES.clear()
-        _MATRICES[words] = imagenet_word_matrix(words)
-    return _MATRICES[words]
 
 
 def semantic_hits(tok, images: np.ndarray, backbone, top: int = 5) -> dict:
@@ -116,7 +104,10 @@ def semantic_hits(tok, images: np.ndarray, backbone, top: int = 5) -> dict:
     most frequent top-layer word given to every image (what a constant token scores)."""
     pyr = tok.encode(images)
     classes = np.argsort(-backbone.probabilities(images), axis=1)[:, :top]          # (N, top)
-    names = [imagenet_name_rows(tok.vocab.words, cl) for cl in classes]
+    from spae.semantic import imagenet_word_matrix
+
+    cols, m = imagenet_word_matrix(tok.vocab.words)                               # built once per call
+    names = [imagenet_name_rows(cols, m, cl) for cl in classes]
     l1 = pyr.codes[0].reshape(len(images), -1)
     l12 = np.concatenate([c.reshape(len(images), -1) for c in pyr.codes[:2]], 1)
     hit1 = [any(int(t) in s for t in row) for row, s in zip(l1, names)]
