@@ -14,12 +14,16 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
 
+
+@cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--clip", default=None)
     ap.add_argument("--words", type=int, default=20_000)
     ap.add_argument("--images", type=int, default=1024)
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
 
     from backbones import load_clip

@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 
 def best_of(fn, repeats: int) -> float:
     times = []
@@ -25,10 +27,12 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+@cli_main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=2000, help="images per scene measurement")
     p.add_argument("--repeats", type=int, default=3)
+    add_debug_flag(p)
     a = p.parse_args(argv)
 
     from visiondata import fashion_mnist, photos, scene_text, scenes

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 PROMPT = "Write a short paragraph about the history of the bicycle."
 
 
@@ -49,10 +51,12 @@ def bench_reference(prompts, new_tokens):
     return (out.shape[1] - enc["input_ids"].shape[1]) * len(prompts) / dt
 
 
+@cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     from backbones import load_llm
 

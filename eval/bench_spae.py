@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eval.report import write_md_json
+from backbones.cli_errors import add_debug_flag, cli_main
 
 
 def _time(fn, *args, repeats: int = 5) -> float:
@@ -206,6 +207,7 @@ def write_report(res: dict, out: str) -> str:
     return md
 
 
+@cli_main
 def main(argv=None):
     from spae.quantizer import SEARCHES
 
@@ -233,6 +235,7 @@ def main(argv=None):
     p.add_argument("--out", default="eval_out/bench_spae")
     p.add_argument("--timings", help="a bench JSON measured elsewhere (an accelerator): keep its peak, "
                    "quantizer rows and step times, and count the step FLOPs here (no timing is run)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.timings:
         with open(args.timings) as f:
@@ -243,7 +246,8 @@ def main(argv=None):
         step_times = {row["config"]: row["step_s"] for row in timed["steps"] if "step_s" in row}
         missing = [os.path.basename(c) for c in args.config if os.path.basename(c) not in step_times]
         if missing:
-            raise SystemExit(f"{args.timings} has no step time for {missing}; it has {sorted(step_times)}")
+            raise ValueError(f"{args.timings} has no step time for {missing}; it has {sorted(step_times)}: "
+                             "pass only those --config files, or time the others there first")
     else:
         from spae.fused_search import FusedPlan
         from spae.quantizer import search_plan

@@ -27,6 +27,7 @@ import numpy as np
 from eval.report import write_md_json
 
 from eval.bench_spae import _time, matmul_peak
+from backbones.cli_errors import add_debug_flag, cli_main
 
 
 def model_flops(cfg, size: int) -> float:
@@ -78,6 +79,7 @@ def bf16_accuracy(name: str) -> dict:
             "max_logit_diff_frac": float(np.abs(a - b).max() / (a.max() - a.min()))}
 
 
+@cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="efficientnet-lite0")
@@ -85,6 +87,7 @@ def main(argv=None):
     p.add_argument("--matmul", type=int, default=2048)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="eval_out/bench_vision")
+    add_debug_flag(p)
     args = p.parse_args(argv)
 
     from backbones import load_vision

@@ -13,7 +13,10 @@ import argparse
 import json
 import time
 
+from backbones.cli_errors import add_debug_flag, cli_main
 
+
+@cli_main
 def main(argv=None):
     ap = argparse.ArgumentParser(description="zero-shot evaluation of a CLIP-like model on the offline data")
     ap.add_argument("--clip", default="offline", help="load_clip argument (default: the older offline stand-in, whose figures the README quotes)")
@@ -21,6 +24,7 @@ def main(argv=None):
     ap.add_argument("--fmnist_limit", type=int, default=None, help="first N Fashion-MNIST test images (default all)")
     ap.add_argument("--seed", type=int, default=0, help="scenes seed of the evaluation images")
     ap.add_argument("--out", default=None, help="write the JSON here too")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
 
     from backbones import load_clip

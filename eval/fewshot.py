@@ -47,6 +47,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 INSTRUCTION = "Each input is an image written as words. Answer with the label of the image."
 
 
@@ -356,7 +358,7 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
         from spae import load_tokenizer
 
         if method == "lqae" and not tokenizer_dir:
-            raise SystemExit("--method lqae needs --tokenizer DIR (an SPAE checkpoint trained with the lqae config)")
+            raise ValueError("--method lqae needs --tokenizer DIR (an SPAE checkpoint trained with the lqae config)")
         tok = load_tokenizer(tokenizer_dir, llm=llm)
         if method == "lqae":                     # one layer over the whole grid: use all of it
             return SpaeCoder(tok, tok.num_layers, name="lqae")
@@ -374,7 +376,7 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
             lens = Lens.load(llm=llm, clip="offline", **caption)
         return TextCoder(lambda images: [Lens.text(o) for o in lens.describe_images(images)], llm,
                          name="lens" if not lens_captions else "lens_captions", vision=lens_vision_name(lens))
-    raise SystemExit(f"unknown --method {method!r}; choose spae, lqae, lens or random")
+    raise ValueError(f"unknown --method {method!r}; choose spae, lqae, lens or random")
 
 
 def lens_vision_name(lens) -> str:
@@ -387,6 +389,7 @@ def lens_vision_name(lens) -> str:
     return "+".join(parts) or "none"
 
 
+@cli_main
 def main(argv=None, llm=None) -> dict:
     """Run from the command line; `llm` lets a driver reuse one loaded model across runs."""
     ap = argparse.ArgumentParser(prog="python -m eval.fewshot", description=__doc__.split("\n")[0])
@@ -402,6 +405,7 @@ def main(argv=None, llm=None) -> dict:
     ap.add_argument("--lens-captions", action="store_true",
                     help="lens: add captions to tags and attributes (the LENS VQA setup; longer prompts)")
     ap.add_argument("--name", default=None, help="row name in reports (default: the method, e.g. spae_nosem)")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     if args.lens_captions and not args.name:
         args.name = "lens_captions"
@@ -412,10 +416,11 @@ def main(argv=None, llm=None) -> dict:
 
     eps = episodes_mod.read_csv(args.episodes)[:args.limit]
     if not eps:
-        raise SystemExit(f"{args.episodes} holds no episodes")
+        raise ValueError(f"{args.episodes} holds no episodes; write some with python -m visiondata.episodes")
     ds = {(e.dataset, e.query_dataset or e.dataset, e.split) for e in eps}
     if len(ds) != 1:
-        raise SystemExit(f"{args.episodes} mixes datasets/splits {sorted(ds)} (support dataset, query dataset, split)")
+        raise ValueError(f"{args.episodes} mixes datasets/splits {sorted(ds)} (support dataset, query dataset, split); "
+                         "use one file per dataset and split")
     dataset, query_dataset, split = ds.pop()
     query_dataset = None if query_dataset == dataset else query_dataset
     kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if dataset.startswith("scenes") else {}
@@ -425,7 +430,7 @@ def main(argv=None, llm=None) -> dict:
         kw = {"num_scenes": episodes_mod.needed_scenes(eps)} if query_dataset.startswith("scenes") else {}
         query_images, _, _ = episodes_mod.load_dataset(query_dataset, split, **kw)
         if query_images.shape[1:] != images.shape[1:]:
-            raise SystemExit(f"{query_dataset} images are {query_images.shape[1:]}, {dataset} images "
+            raise ValueError(f"{query_dataset} images are {query_images.shape[1:]}, {dataset} images "
                              f"{images.shape[1:]}: support and query images must have one shape")
     lens_real = real_images(dataset) or real_images(query_dataset or "")
     llm = llm or load_llm(args.llm)

@@ -28,6 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 from eval.fewshot import make_coder, mean_ci95, write_results
+from backbones.cli_errors import add_debug_flag, cli_main
 
 INSTRUCTION = "Answer each question about the image with one word."
 
@@ -102,6 +103,7 @@ def run(llm, coder, scene_set, items, open_ended_eval=True, progress=True):
     return records, summary
 
 
+@cli_main
 def main(argv=None, llm=None) -> dict:
     """Run from the command line; `llm` lets a driver reuse one loaded model across runs."""
     ap = argparse.ArgumentParser(prog="python -m eval.fewshot_vqa", description=__doc__.split("\n")[0])
@@ -118,6 +120,7 @@ def main(argv=None, llm=None) -> dict:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", default=None, help="row name in reports (default: the method)")
     ap.add_argument("--no-open-ended", action="store_true")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     command = "python -m eval.fewshot_vqa " + " ".join(sys.argv[1:] if argv is None else argv)
 

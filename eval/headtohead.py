@@ -21,6 +21,8 @@ import re
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 FMNIST_SETTINGS = [(2, 1), (5, 1), (5, 3), (5, 5)]     # (ways, shots), one query per class
 
 
@@ -111,7 +113,7 @@ def make_episodes(args) -> None:
                        "--queries", "1", "--episodes", str(n), "--seed", "0", "--out", tmp])
         if any(not same_episode(a, b) for a, b in zip(old, episodes.read_csv(tmp))):
             os.remove(tmp)
-            raise SystemExit(f"{path}: {n} freshly sampled episodes do not start with the file's {len(old)}; "
+            raise ValueError(f"{path}: {n} freshly sampled episodes do not start with the file's {len(old)}; "
                              "give a fresh --out to start over")
         os.replace(tmp, path)
 
@@ -135,6 +137,7 @@ def is_done(out: str, argv_: list[str]) -> bool:
     return have >= len(episodes.read_csv(argv_[argv_.index("--episodes") + 1]))
 
 
+@cli_main
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m eval.headtohead", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -153,6 +156,7 @@ def main(argv=None) -> None:
     ap.add_argument("--open-ended", action="store_true", help="also score greedy open-ended answers (4x slower)")
     ap.add_argument("--only", default=None, help="run only the runs whose directory matches this regex")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     args.sweep = [int(k) for k in args.sweep.split(",") if k]
     for extra in args.spae_extra:

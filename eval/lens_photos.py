@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from backbones.vision.api import MIN_SIDE
 from eval.report import write_md_json
+from backbones.cli_errors import add_debug_flag, cli_main
 
 QUESTION = "What is in this picture?"
 # Nouns for what each photo shows (judged by eye); the ImageNet-1k classes that could name it are
@@ -115,6 +116,7 @@ def summary(rows: list[dict]) -> dict:
             "llm_answer_hit": sum(r["answer_hit"] for r in rows) / max(n, 1)}
 
 
+@cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vision", default="efficientnet-lite0")
@@ -122,6 +124,7 @@ def main(argv=None):
     p.add_argument("--tuxpaint", default=None, help="Tux Paint stamps folder (e.g. /usr/share/tuxpaint/stamps)")
     p.add_argument("--limit", type=int, default=None, help="at most this many Tux Paint photos")
     p.add_argument("--out", default="eval_out/lens_photos")
+    add_debug_flag(p)
     args = p.parse_args(argv)
 
     from lens.pipeline import Lens
@@ -132,7 +135,8 @@ def main(argv=None):
     if args.tuxpaint:
         stamps = tuxpaint_photos(args.tuxpaint)[: args.limit]
         if not stamps:
-            raise SystemExit(f"error: no captioned photo stamps under {args.tuxpaint}")
+            raise FileNotFoundError(f"no captioned photo stamps under {args.tuxpaint}; pass the Tux Paint "
+                                    "stamps folder (e.g. /usr/share/tuxpaint/stamps)")
         sets["Tux Paint photo stamps"] = [(os.path.relpath(path, args.tuxpaint), path, cap) for path, cap in stamps]
     res = {"vision": args.vision, "llm": args.llm, "question": QUESTION, "sets": {}}
     for name, items in sets.items():

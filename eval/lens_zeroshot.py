@@ -21,15 +21,19 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 QUESTION = "What type of clothing is this?"
 
 
+@cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--captions", action="store_true", help="include the scenes captioner's captions")
     p.add_argument("--clip", default="offline", help="contrastive model (default: the offline stand-in the README figures used; default: load_clip())")
     p.add_argument("--out", default="out/lens_zeroshot")
+    add_debug_flag(p)
     args = p.parse_args(argv)
 
     from lens.pipeline import Lens
@@ -42,7 +46,7 @@ def main(argv=None):
     names = list(fashion_mnist.CLASS_NAMES)
     lens = Lens.load(clip=args.clip, captioner=None if args.captions else "none")
     if lens.tagger is None:
-        raise SystemExit("no contrastive model: zero-shot classification needs tags (train or pass --clip)")
+        raise ValueError("no contrastive model: zero-shot classification needs tags (train or pass --clip)")
     cands = [" " + c for c in names]
     outs = []
     for a in range(0, len(images), 50):

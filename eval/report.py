@@ -14,6 +14,8 @@ import json
 import os
 from collections import defaultdict
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 METHOD_ORDER = ["spae", "spae_labels", "spae_nosem", "lqae", "lens", "lens_captions", "random", "text_only"]
 
 
@@ -35,7 +37,8 @@ def load_summaries(root: str) -> list[dict]:
         s["_dir"] = os.path.dirname(path)
         out.append(s)
     if not out:
-        raise SystemExit(f"no summary.json under {root}")
+        raise FileNotFoundError(f"no summary.json under {root}; pass --runs the --out folder of "
+                                "eval.fewshot / eval.headtohead runs")
     return out
 
 
@@ -109,10 +112,12 @@ def layers_plot(summaries: list[dict], path: str) -> bool:
     return True
 
 
+@cli_main
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.split("\n")[0])
     ap.add_argument("--runs", required=True, help="directory searched for summary.json files")
     ap.add_argument("--out", required=True, help="output directory for REPORT.md and layers.png")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     summaries = load_summaries(args.runs)
     os.makedirs(args.out, exist_ok=True)

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image PSNR (dB) of uint8 images, peak 255."""
@@ -225,6 +227,7 @@ def to_markdown(res: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli_main
 def main(argv=None):
     from spae import load_tokenizer
     from spae.tokenizer import DEFAULT_CHECKPOINT
@@ -236,6 +239,7 @@ def main(argv=None):
     p.add_argument("--targets", default=None,
                    help="WORKDIR/semantic_targets.npz of the training run: also report how often the "
                         "semantic targets themselves name the class")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     tok = load_tokenizer(ckpt)

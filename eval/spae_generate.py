@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 TASKS = ("denoise", "inpaint", "emoji")
 
 
@@ -188,6 +190,7 @@ def to_markdown(results: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv=None):
     from backbones import load_llm, load_vision
     from eval.report import write_md_json
@@ -204,6 +207,7 @@ def main(argv=None):
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/spae_generate")
+    add_debug_flag(ap)
     args = ap.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     if bad := [t for t in tasks if t not in TASKS]:

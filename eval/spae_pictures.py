@@ -15,6 +15,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 
 def _tile(img: np.ndarray, scale: int) -> np.ndarray:
     img = img if img.ndim == 3 else img[..., None]
@@ -75,6 +77,7 @@ def pyramid_figure(tok, image: np.ndarray, path: str, title: str = "") -> None:
     plt.close(fig)
 
 
+@cli_main
 def main(argv=None):
     from eval.spae_eval import load_test_set
     from spae import load_tokenizer
@@ -85,6 +88,7 @@ def main(argv=None):
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--out", default="eval_out/spae")
     p.add_argument("--rows", type=int, default=8)
+    add_debug_flag(p)
     args = p.parse_args(argv)
     ckpt = args.checkpoint or DEFAULT_CHECKPOINT
     tok = load_tokenizer(ckpt)

@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 NUMBERS = {"zero": "0", "none": "0", "no shapes": "0", "one": "1", "two": "2", "three": "3", "four": "4",
            "five": "5", "six": "6"}
 
@@ -159,6 +161,7 @@ def evaluate_split(lens, split: str, n: int, seed: int, shots: int, mode: str = 
     }
 
 
+@cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=300, help="images (= questions) per split")
@@ -173,6 +176,7 @@ def main(argv=None):
     p.add_argument("--captioner", default=None)
     p.add_argument("--clip", default="offline", help="'none': captions only; 'default': load_clip() (LiT); the README figures used offline")
     p.add_argument("--out", default="out/vqa")
+    add_debug_flag(p)
     args = p.parse_args(argv)
 
     from lens.pipeline import Lens

@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 EMOJI_TEMPLATES = ("an emoji of {}.", "{}", "an icon of {}.", "a cartoon of {}.")
 PHOTO_TEMPLATES = ("a photo of a {}.", "{}", "a picture of a {}.")
 DATASETS = ("fmnist", "emoji-heldout", "emoji-fluent-flat", "emoji-fluent-modern", "tuxpaint-names",
@@ -152,12 +154,14 @@ def write_table(rows: list[dict], out: str) -> str:
     return md
 
 
+@cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["lit", "offline", "imagenet-names", "chance"])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--limit", type=int, default=None, help="at most this many images per dataset")
     p.add_argument("--json", default=None, help="write rows here (and a .md table beside it)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     from visiondata.errors import DataError
 

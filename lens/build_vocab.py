@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 VOCAB_DIR = Path(__file__).parent / "vocab"
 PROMPT = "What does a {} look like? Answer with a short list of visual features."
 
@@ -139,6 +141,7 @@ def load_attributes(directory: str | os.PathLike | None = None) -> list[str]:
     return [f"{c}, {d}" for c, ds in doc["descriptors"].items() for d in ds]
 
 
+@cli_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(VOCAB_DIR))
@@ -147,6 +150,7 @@ def main(argv=None):
     p.add_argument("--skip_attributes", action="store_true", help="only rewrite tags.txt")
     p.add_argument("--reparse", action="store_true",
                    help="re-split the LLM answers stored in attributes.json (no generation)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

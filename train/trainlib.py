@@ -30,6 +30,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from backbones.cli_errors import UserError, add_debug_flag, debug_enabled, one_line as _one_line
+from backbones.cli_errors import user_errors as _user_errors
 from spae.configdict import Config  # the libraries read configs too, so the class lives there
 
 __all__ = [
@@ -37,11 +39,6 @@ __all__ = [
     "replicated_sharding", "shard_batch", "Checkpointer", "check_finite", "check_resume_config", "write_config",
     "MetricsWriter", "progress", "to_host_scalars", "parse_train_args", "user_errors",
 ]
-
-
-def debug_enabled() -> bool:
-    """--debug of a trainer, or LLMSIGHT_DEBUG=1: show tracebacks and Orbax's own messages."""
-    return os.environ.get("LLMSIGHT_DEBUG", "") not in ("", "0")
 
 
 # ----------------------------------------------------------------------------- config
@@ -303,7 +300,7 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, UserError):
     """A checkpoint that is there but cannot be used: it holds another model's arrays, or a step asked
     for by number is damaged. The message says which and what to do."""
 
@@ -684,29 +681,15 @@ def parse_train_args(doc: str, argv=None):
     p.add_argument("--set", action="append", default=[], metavar="a.b=value", help="config override")
     p.add_argument("--stop_after", type=int, default=None,
                    help="stop after this many steps of this run, without export (tests: simulated kill)")
-    p.add_argument("--debug", action="store_true",
-                   help="show tracebacks and Orbax's messages (also: environment variable LLMSIGHT_DEBUG=1)")
+    add_debug_flag(p, help="show tracebacks and Orbax's messages (also: environment variable LLMSIGHT_DEBUG=1)")
     args = p.parse_args(argv)
-    if args.debug:
-        os.environ["LLMSIGHT_DEBUG"] = "1"
     with user_errors((FileNotFoundError, AttributeError, SyntaxError)):
         return args, load_config(args.config, args.set)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-@contextlib.contextmanager
 def user_errors(also: tuple = ()):
     """Around a trainer's main: the repo's errors (ConfigError, CheckpointError), OSError, ValueError and
     the types in `also` end as one line `error: ...` on stderr and exit status 2; with --debug or
-    LLMSIGHT_DEBUG=1 the traceback shows instead."""
-    try:
-        yield
-    except (ConfigError, CheckpointError, OSError, ValueError, *also) as e:
-        if debug_enabled():
-            raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        raise SystemExit(2) from None
+    LLMSIGHT_DEBUG=1 the traceback shows instead. (backbones.cli_errors.user_errors, which every
+    command line of the repo uses.)"""
+    return _user_errors((ConfigError, CheckpointError, *also))

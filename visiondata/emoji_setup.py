@@ -36,6 +36,8 @@ import time
 
 import numpy as np
 
+from backbones.cli_errors import UserError, add_debug_flag, cli_main
+
 # npm name -> (version, SHA-256 of the tarball `npm pack` writes, pictures (or JSON files) kept).
 PACKAGES = {
     "emoji-datasource-google": ("16.0.0", "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438", 3786),
@@ -92,7 +94,7 @@ def rasterise(svg: bytes | str, size: int = SIZE) -> np.ndarray:
     return np.asarray(canvas)
 
 
-class FetchError(RuntimeError):
+class FetchError(RuntimeError, UserError):
     """npm is missing or could not fetch a package (the data is then left absent)."""
 
 
@@ -253,10 +255,12 @@ def setup(root: str | None = None, force: bool = False, keep_tarballs: bool = Fa
     return 0
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=SETUP_COMMAND, description=__doc__.split("\n\n")[0])
     p.add_argument("--force", action="store_true", help="redo everything even if the cache is ready")
     p.add_argument("--keep-tarballs", action="store_true", help="keep the npm tarballs in <cache>/downloads")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     return setup(force=a.force, keep_tarballs=a.keep_tarballs)
 

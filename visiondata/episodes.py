@@ -52,6 +52,7 @@ import os
 
 import numpy as np
 
+from backbones.cli_errors import add_debug_flag, cli_main
 from visiondata.errors import DataError, MissingDataError
 
 CSV_FIELDS = ["episode", "role", "dataset", "split", "index", "label", "class_name"]
@@ -397,6 +398,7 @@ def dataset_labels(dataset: str, split: str, num_scenes: int = 2000) -> np.ndarr
                      "or tuxpaint[:<kind>]")
 
 
+@cli_main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m visiondata.episodes", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True,
@@ -414,6 +416,7 @@ def main(argv=None) -> None:
     p.add_argument("--query-style", default=None, help="emoji only: style of the queries (default: the support style)")
     p.add_argument("--skin-tones", action="store_true", help="emoji only: include skin-tone variants")
     p.add_argument("--out", required=True)
+    add_debug_flag(p)
     a = p.parse_args(argv)
     dataset, query_dataset, query_labels = a.dataset, None, None
     if a.dataset == "emoji":

@@ -24,6 +24,8 @@ import textwrap
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from backbones.cli_errors import add_debug_flag, cli_main
+
 CELL = 192      # pixels per image in the sheet
 LINE = 14       # text line height
 CHARS = 30      # wrap width in characters
@@ -133,6 +135,7 @@ def samples(dataset: str, n: int = 16, seed: int = 0, size: int = 64, split: str
     raise ValueError(f"unknown dataset {dataset!r}; expected scenes, fashion_mnist, photos, emoji or tuxpaint")
 
 
+@cli_main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m visiondata.preview", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, choices=["scenes", "fashion_mnist", "photos", "emoji", "tuxpaint"])
@@ -146,6 +149,7 @@ def main(argv=None) -> None:
     p.add_argument("--cols", type=int, default=4)
     p.add_argument("--style", default="google", help="emoji only: a style of visiondata.emoji.STYLES, or 'all'")
     p.add_argument("--kind", default="all", choices=["all", "photo", "cartoon"], help="tuxpaint only")
+    add_debug_flag(p)
     a = p.parse_args(argv)
     images, texts = samples(a.dataset, a.n, a.seed, a.size, a.split, a.background, a.style, a.kind)
     cols = 5 if a.dataset == "emoji" and a.style == "all" else a.cols

@@ -22,8 +22,9 @@ import collections
 import hashlib
 import importlib.util
 import re
-import sys
 from pathlib import Path
+
+from backbones.cli_errors import add_debug_flag, cli_main
 
 TIMM_FILES = ("imagenet_synsets.txt", "imagenet_synset_to_lemma.txt",
               "imagenet_synset_to_definition.txt", "mini_imagenet_synsets.txt")
@@ -201,17 +202,16 @@ sha256 of the inputs:
     return renamed
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--timm-info", default=None, help="timm package dir or folder with its data/_info files "
                     "(default: the installed timm)")
     ap.add_argument("--wordnet", default="/usr/share/wordnet", help="WordNet 3.0 database dir holding data.noun")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
+    add_debug_flag(ap)
     a = ap.parse_args(argv)
-    try:
-        renamed = build(a.timm_info, a.wordnet, a.out)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    renamed = build(a.timm_info, a.wordnet, a.out)   # FileNotFoundError, ValueError: one line, exit 2
     for s, n in renamed.items():
         print(f"renamed {s} -> {n}")
     print(f"wrote {', '.join(TABLES)}, README.md, WORDNET_LICENSE to {a.out}")
