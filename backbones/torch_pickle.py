@@ -15,6 +15,10 @@ Unpickling builds placeholders (`_Storage`, `_Tensor`); once every storage's byt
 each tensor becomes a NumPy array from (storage, offset, size, stride), non-contiguous
 strides included. Anything else a pickle asks to import is refused, so a checkpoint cannot
 run code.
+
+A damaged file is a `CheckpointError` (a ValueError) naming it: empty, truncated (a zip without its
+end record, a legacy file ending inside a storage), a storage whose bytes do not match its declared
+element count, a tensor view past its storage, or a floating-point tensor holding inf or NaN.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import zipfile
 
 import ml_dtypes
 import numpy as np
+
+from backbones.weight_files import CheckpointError, check_finite_tensors, check_not_empty
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
@@ -61,7 +67,7 @@ class _Tensor:
             return np.array(data[self.offset])
         n = 1 + sum((s - 1) * st for s, st in zip(self.size, self.stride)) if all(self.size) else 0
         if self.offset + n > data.size:
-            raise ValueError(f"{where}: tensor of size {self.size} at offset {self.offset} runs past its storage "
+            raise CheckpointError(f"{where}: tensor of size {self.size} at offset {self.offset} runs past its storage "
                              f"{self.storage.key!r} ({data.size} elements); the file is truncated or corrupt")
         flat = data[self.offset: self.offset + n]
         return np.lib.stride_tricks.as_strided(flat, self.size, tuple(st * flat.itemsize for st in self.stride)).copy()
@@ -104,7 +110,7 @@ def _state_dict(obj, path: str) -> dict:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
     return obj
 
 
@@ -113,21 +119,32 @@ def _materialize(obj: dict, storages: dict[str, np.ndarray], path: str) -> dict[
     for name, value in obj.items():
         if isinstance(value, _Tensor):
             if value.storage.key not in storages:
-                raise ValueError(f"{path}: tensor {name!r} refers to storage {value.storage.key!r}, which is missing")
+                raise CheckpointError(f"{path}: tensor {name!r} refers to storage {value.storage.key!r}, which is missing")
             out[name] = value.materialize(storages[value.storage.key], f"{path}: tensor {name!r}")
     return out
 
 
 def _load_zip(path: str) -> dict[str, np.ndarray]:
-    with zipfile.ZipFile(path) as zf:
-        pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if not pkl:
-            raise ValueError(f"{path}: no data.pkl inside; not a torch.save checkpoint")
-        root = pkl[0][: -len("data.pkl")]  # "<archive>/" or ""
-        with zf.open(pkl[0]) as f:
-            obj = _state_dict(_Unpickler(f).load(), path)
-        refs = {t.storage.key: t.storage for t in obj.values() if isinstance(t, _Tensor)}
-        storages = {k: np.frombuffer(zf.read(f"{root}data/{k}"), s.dtype) for k, s in refs.items()}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not pkl:
+                raise CheckpointError(f"{path}: no data.pkl inside; not a torch.save checkpoint")
+            root = pkl[0][: -len("data.pkl")]  # "<archive>/" or ""
+            with zf.open(pkl[0]) as f:
+                obj = _state_dict(_Unpickler(f).load(), path)
+            refs = {t.storage.key: t.storage for t in obj.values() if isinstance(t, _Tensor)}
+            storages = {}
+            for key, s in refs.items():
+                raw = zf.read(f"{root}data/{key}")
+                if len(raw) != s.numel * s.dtype.itemsize:
+                    raise CheckpointError(f"{path}: storage {key!r} holds {len(raw)} bytes, but its {s.numel} "
+                                          f"{s.dtype} elements need {s.numel * s.dtype.itemsize}; the file is corrupt")
+                storages[key] = np.frombuffer(raw, s.dtype.newbyteorder("<"))
+    except (zipfile.BadZipFile, KeyError, EOFError, OSError, pickle.UnpicklingError, AttributeError, IndexError,
+            TypeError) as e:        # bad CRC, a missing member, a damaged pickle
+        raise CheckpointError(f"{path}: cannot read this torch checkpoint ({type(e).__name__}: {e}); "
+                              "the file is truncated or corrupt") from e
     return _materialize(obj, storages, path)
 
 
@@ -137,51 +154,57 @@ def _load_legacy(path: str) -> dict[str, np.ndarray]:
         try:
             magic = pickle.load(f)
             if magic != LEGACY_MAGIC:
-                raise ValueError(f"{path}: not a torch checkpoint (neither a zip archive nor legacy torch.save)")
+                raise CheckpointError(f"{path}: not a torch checkpoint (neither a zip archive nor legacy torch.save)")
             protocol = pickle.load(f)
             if protocol != LEGACY_PROTOCOL:
-                raise ValueError(f"{path}: legacy torch.save protocol {protocol!r}, expected {LEGACY_PROTOCOL}")
+                raise CheckpointError(f"{path}: legacy torch.save protocol {protocol!r}, expected {LEGACY_PROTOCOL}")
             sys_info = pickle.load(f)
             if not sys_info.get("little_endian", True):
-                raise ValueError(f"{path}: big-endian checkpoints are not read")
+                raise CheckpointError(f"{path}: big-endian checkpoints are not read")
             obj = _state_dict(_Unpickler(f).load(), path)
             keys = pickle.load(f)
         except (pickle.UnpicklingError, EOFError, AttributeError, IndexError, TypeError) as e:
-            raise ValueError(f"{path}: cannot read this torch checkpoint ({type(e).__name__}: {e}); "
+            raise CheckpointError(f"{path}: cannot read this torch checkpoint ({type(e).__name__}: {e}); "
                              "the file is truncated or corrupt") from e
         refs = {t.storage.key: t.storage for t in obj.values() if isinstance(t, _Tensor)}
         storages = {}
         for key in keys:
             head = f.read(8)
             if len(head) != 8:
-                raise ValueError(f"{path}: ends before storage {key!r}; the file is truncated")
+                raise CheckpointError(f"{path}: ends before storage {key!r}; the file is truncated")
             numel = int(np.frombuffer(head, "<i8")[0])
             ref = refs.get(str(key))
             dtype = ref.dtype if ref is not None else np.dtype(np.uint8)
             nbytes = numel * dtype.itemsize
             if numel < 0 or f.tell() + nbytes > size:
-                raise ValueError(f"{path}: storage {key!r} claims {numel} elements, past the end of the "
+                raise CheckpointError(f"{path}: storage {key!r} claims {numel} elements, past the end of the "
                                  f"{size}-byte file; the file is truncated or corrupt")
             raw = f.read(nbytes)
             if ref is not None:
                 if numel != ref.numel:
-                    raise ValueError(f"{path}: storage {key!r} holds {numel} elements, its tensors expect "
+                    raise CheckpointError(f"{path}: storage {key!r} holds {numel} elements, its tensors expect "
                                      f"{ref.numel}; the file is corrupt")
                 storages[str(key)] = np.frombuffer(raw, dtype.newbyteorder("<"))
     return _materialize(obj, storages, path)
 
 
-def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+def load_torch_state_dict(path: str, finite: bool = True) -> dict[str, np.ndarray]:
     """``{name: array}`` from a torch checkpoint (zip or legacy); a nested ``{"state_dict": ...}`` is unwrapped.
 
     Non-tensor entries (e.g. a saved epoch number) are dropped. Raises FileNotFoundError for a
-    missing file and ValueError, naming the file, for anything unreadable.
+    missing file and CheckpointError (a ValueError), naming the file, for anything unreadable or a
+    floating-point tensor with inf/NaN values (`finite=False` skips that check).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    if os.path.getsize(path) == 0:
-        raise ValueError(f"{path}: the file is empty; download or copy it again")
+    check_not_empty(path, "torch checkpoint")
     if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    return _load_legacy(path)
+        out = _load_zip(path)
+    else:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise CheckpointError(f"{path} is truncated: it starts as a zip archive (torch >= 1.6 format) but "
+                                      "its end record is missing; download or copy it again")
+        out = _load_legacy(path)
+    if finite:
+        check_finite_tensors(out, path)
+    return out

@@ -78,13 +78,13 @@ def load_weights(model: SPAE, directory: str, keep_missing: Sequence[str] = ()) 
     Parameters whose name starts with one of `keep_missing` may be absent from the checkpoint and
     keep their initial values (the identity blocks of a grown decoder, `decoder/grown/`).
     """
-    from safetensors.numpy import load_file
+    from backbones.weight_files import read_safetensors
 
     path = os.path.join(directory, "params.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no params.safetensors in {directory}: not an SPAE tokenizer checkpoint "
                                 "(train.spae writes one to <workdir>/export)")
-    params = load_file(path)
+    params = read_safetensors(path)     # CheckpointError naming the file if truncated, mis-sized or non-finite
     expected = _flat_params(model)
     new = {k for k in set(expected) - set(params) if k.startswith(tuple(keep_missing))}
     expected = {k: v for k, v in expected.items() if k not in new}

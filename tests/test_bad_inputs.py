@@ -1,12 +1,15 @@
-"""Bad input gets one clear error: the SPAE tokenizer API, episode CSVs and GGUF weights.
+"""Bad input gets one clear error: the SPAE tokenizer API, episode CSVs and weight files (GGUF,
+safetensors, torch `.pth`).
 
 Each table row is one bad input, the exception type it must raise and a fragment of its
 message (which names what is wrong and where: the word, layer and position; the file and line;
 the file and tensor). The round-trip tests check that the new text inverse loses nothing.
 """
 
+import json
 import os
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from backbones.llm.api import load_llm, named_model_path
 from backbones.llm.gguf_file import GGUFFormatError, read_gguf_fast
 from backbones.llm.weights import CheckpointError
+from backbones.weight_files import read_safetensors
 from visiondata import episodes
 from visiondata.errors import DataError, MissingDataError
 from visiondata.images import write_image
@@ -277,3 +281,179 @@ def test_bad_gguf_fails_at_load_naming_the_file(gguf_src, tmp_path, make, exc, f
     if exc is CheckpointError:
         assert "non-finite values" in str(e.value) and "after dequantising" in str(e.value)
 
+
+
+# ------------------------------------------------------------------------ safetensors and .pth weights
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPAE_DIR = os.path.join(ROOT, "spae/pretrained/fmnist32")           # a real safetensors checkpoint
+
+
+def _st(edit):
+    """A copy of the fmnist32 tokenizer (vocab.json, config, params.safetensors) with its params file's
+    bytes passed through `edit(raw) -> bytes`; -> the params file."""
+    def make(d):
+        shutil.copytree(SPAE_DIR, d / "tok")
+        path = d / "tok" / "params.safetensors"
+        path.write_bytes(edit(path.read_bytes()))
+        return path
+    return make
+
+
+def _random_bytes(n, at=0.5, seed=0):
+    """`edit` that overwrites n bytes at fraction `at` of the file with random bytes: float32 values of
+    random bits are inf or NaN about 1 in 256."""
+    def edit(raw):
+        b, i = bytearray(raw), int(len(raw) * at)
+        b[i:i + n] = np.random.default_rng(seed).bytes(n)
+        return bytes(b)
+    return edit
+
+
+def _handmade(entry, data_bytes):
+    """`edit` that replaces the file by one tensor 'a' with header `entry` and `data_bytes` zero bytes."""
+    def edit(raw):
+        h = json.dumps({"a": entry}).encode()
+        return len(h).to_bytes(8, "little") + h + bytes(data_bytes)
+    return edit
+
+
+def _pth(edit):
+    """A copy of the EfficientNet-Lite0 ImageNet weights (legacy torch.save, 18.8 MB) through `edit`."""
+    def make(d):
+        from backbones.vision.weights import weights_path
+
+        path = d / "lite0.pth"
+        path.write_bytes(edit(open(weights_path("efficientnet-lite0"), "rb").read()))
+        return path
+    return make
+
+
+def _torch_zip(damage):
+    """A torch >= 1.6 (zip) checkpoint written by torch, then `damage(path)`."""
+    def make(d):
+        torch = pytest.importorskip("torch")
+        g = torch.Generator().manual_seed(0)
+        sd = {"w": torch.randn(64, 16, generator=g), "b": torch.zeros(16), "n": torch.tensor(3)}
+        path = d / "w.pth"
+        torch.save(sd, path)
+        damage(path, sd, torch)
+        return path
+    return make
+
+
+def _cut_zip(path, sd, torch):
+    path.write_bytes(path.read_bytes()[:-30])
+
+
+def _flip_stored_bytes(path, sd, torch):
+    """Change 8 bytes inside storage 0 (stored uncompressed): the zip's CRC no longer matches."""
+    raw = bytearray(path.read_bytes())
+    i = raw.index(b"w/data/0") + 200
+    raw[i:i + 8] = b"\x7f" * 8
+    path.write_bytes(bytes(raw))
+
+
+def _short_storage(path, sd, torch):
+    """A well-formed zip whose storage 0 lost its last 8 bytes."""
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(tmp, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            zout.writestr(name, data[:-8] if name.endswith("/data/0") else data)
+    tmp.replace(path)
+
+
+def _inf_weight(path, sd, torch):
+    sd["w"][3, 5] = float("inf")
+    torch.save(sd, path)
+
+
+def _read_tensors(path, llm):
+    from backbones.clip.loaders import read_tensors
+
+    return read_tensors(str(path))
+
+
+def _load_vision(path, llm):
+    from backbones import load_vision
+
+    return load_vision(str(path))
+
+
+def _load_spae(path, llm):
+    from spae import load_tokenizer
+
+    return load_tokenizer(str(path.parent), llm=llm)
+
+
+def _torch_reader(path, llm):
+    from backbones.torch_pickle import load_torch_state_dict
+
+    return load_torch_state_dict(str(path))
+
+
+# (id, make(tmp_path) -> path, load(path, llm), message fragment); each raises CheckpointError naming the file
+WEIGHT_CASES = [
+    ("st-empty", _st(lambda raw: b""), _load_spae, "is empty: not a safetensors file"),
+    ("st-five-bytes", _st(lambda raw: raw[:5]), _read_tensors, "is only 5 bytes: not a safetensors file"),
+    ("st-cut-in-header", _st(lambda raw: raw[:100]), _read_tensors,
+     "is truncated or corrupt: its header claims 8016 bytes, the file holds 92"),
+    ("st-cut-in-data", _st(lambda raw: raw[: len(raw) // 2]), _load_spae,
+     "is truncated: tensor 'decoder/conv_in/kernel' needs bytes up to 409624, the file has 379726"),
+    ("st-header-not-json", _st(lambda raw: (20).to_bytes(8, "little") + b"these are notes, not"), _read_tensors,
+     "the safetensors header is not readable"),
+    ("st-size-mismatch", _st(_handmade({"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}, 12)),
+     _read_tensors, "tensor 'a' spans 12 bytes, but shape (2, 2) of F32 needs 16"),
+    ("st-unknown-dtype", _st(_handmade({"dtype": "Q4", "shape": [2, 2], "data_offsets": [0, 8]}, 8)),
+     _read_tensors, "tensor 'a' has unknown dtype 'Q4'"),
+    ("st-random-4k", _st(_random_bytes(4096)), _load_spae,
+     "tensor 'decoder/conv_in/kernel' holds 5 non-finite values of 18432 (first nan at (0, 0, 342, 29))"),
+    ("pth-empty", _pth(lambda raw: b""), _load_vision, "is empty: not a torch checkpoint file"),
+    ("pth-cut-in-pickle", _pth(lambda raw: raw[:100]), _load_vision,
+     "cannot read this torch checkpoint (UnpicklingError: pickle data was truncated)"),
+    ("pth-cut-in-storage", _pth(lambda raw: raw[: len(raw) // 2]), _load_vision,
+     "storage '89377584' claims 1280000 elements, past the end of the 9413016-byte file"),
+    ("pth-cut-before-storage", _pth(lambda raw: raw[:-10]), _load_vision, "ends before storage '99234208'"),
+    ("pth-random-4k", _pth(_random_bytes(4096)), _load_vision,
+     "tensor '_fc.weight' holds 4 non-finite values of 1280000 (first nan at (165, 643))"),
+    ("zip-cut", _torch_zip(_cut_zip), _torch_reader, "is truncated: it starts as a zip archive"),
+    ("zip-bad-crc", _torch_zip(_flip_stored_bytes), _torch_reader, "Bad CRC-32 for file 'w/data/0'"),
+    ("zip-short-storage", _torch_zip(_short_storage), _torch_reader,
+     "storage '0' holds 4088 bytes, but its 1024 float32 elements need 4096"),
+    ("zip-inf", _torch_zip(_inf_weight), _read_tensors,
+     "tensor 'w' holds 1 non-finite values of 1024 (first inf at (3, 5))"),
+]
+
+
+@pytest.mark.parametrize("make,load,fragment", [c[1:] for c in WEIGHT_CASES], ids=[c[0] for c in WEIGHT_CASES])
+def test_bad_weight_file_fails_at_load_naming_the_file(smollm2, tmp_path, make, load, fragment):
+    path = make(tmp_path)
+    with pytest.raises(CheckpointError) as e:
+        load(path, smollm2)
+    assert fragment in str(e.value) and str(path) in str(e.value), str(e.value)
+
+
+def test_safetensors_reader_reads_what_safetensors_writes(tmp_path):
+    """Every dtype the reader knows, an empty tensor, and the repo's largest file, against the
+    safetensors package's own reader; the arrays are writable."""
+    import ml_dtypes
+    from safetensors.numpy import load_file, save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {f"t_{np.dtype(t).name}": (rng.standard_normal((3, 5)) * 10).astype(t)
+               for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8, np.uint8)}
+    tensors.update(empty=np.zeros((0, 4), np.float32), flag=np.array([True, False]), scalar=np.array(2.5, np.float32))
+    save_file(tensors, str(tmp_path / "all.safetensors"))
+    for path in (tmp_path / "all.safetensors", os.path.join(ROOT, "backbones/clip/lit/model.safetensors")):
+        ours, ref = read_safetensors(path), load_file(str(path))
+        assert set(ours) == set(ref)
+        for k, v in ref.items():
+            assert ours[k].dtype == v.dtype and ours[k].shape == v.shape and np.array_equal(ours[k], v), k
+            assert ours[k].flags.writeable
+    bf16 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    h = json.dumps({"b": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]}}).encode()
+    (tmp_path / "bf16.safetensors").write_bytes(len(h).to_bytes(8, "little") + h
+                                                + bf16.astype(ml_dtypes.bfloat16).tobytes())
+    got = read_safetensors(tmp_path / "bf16.safetensors")["b"]
+    assert got.dtype == ml_dtypes.bfloat16 and np.array_equal(got.astype(np.float32), bf16)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
 
@@ -157,24 +159,30 @@ def hf_config(config_json: dict, preprocessor: dict | None = None) -> CLIPConfig
 
 
 def read_tensors(path: str) -> dict[str, np.ndarray]:
-    """Tensors of a ``.safetensors``, ``.npz`` or torch zip (``.bin``/``.pt``/``.pth``) file, without torch."""
+    """Tensors of a ``.safetensors``, ``.npz`` or torch zip (``.bin``/``.pt``/``.pth``) file, without torch.
+
+    A damaged file (empty, truncated, a tensor of the wrong byte size or holding inf/NaN) is a
+    CheckpointError (a ValueError) naming the file, and the tensor where there is one."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint file at {path}")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from backbones.weight_files import read_safetensors
 
-        try:
-            return load_file(path)
-        except Exception as e:  # bf16 files: numpy has no bfloat16 in safetensors.numpy
-            if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
-                raise ValueError(f"{path}: cannot read safetensors file ({e}); is it truncated or corrupt?") from e
-            from safetensors import safe_open
-
-            with safe_open(path, framework="flax") as f:
-                return {k: np.asarray(f.get_tensor(k), np.float32) for k in f.keys()}
+        # checked: truncation, tensor sizes, finite values (CheckpointError naming the file and tensor)
+        return {k: v.astype(np.float32) if v.dtype == ml_dtypes.bfloat16 else v
+                for k, v in read_safetensors(path).items()}
     if path.endswith(".npz"):
-        with np.load(path) as z:
-            return dict(z)
+        from backbones.weight_files import CheckpointError, check_finite_tensors, check_not_empty
+
+        check_not_empty(path, "npz")
+        try:
+            with np.load(path) as z:
+                out = dict(z)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise CheckpointError(f"{path}: cannot read this .npz file ({type(e).__name__}: {e}); "
+                                  "the file is truncated or corrupt") from e
+        check_finite_tensors(out, path)
+        return out
     if path.endswith((".bin", ".pt", ".pth")):
         from backbones.torch_pickle import load_torch_state_dict
 

@@ -106,12 +106,6 @@ def _set(conv: Conv, kernel: np.ndarray, bias: np.ndarray) -> None:
     conv.bias[...] = jnp.asarray(bias, jnp.float32)
 
 
-def check_finite(sd: dict[str, np.ndarray], path: str) -> None:
-    for k, v in sd.items():
-        if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
-            raise ValueError(f"{path}: tensor {k} holds NaN or inf; the file is corrupt, install it again")
-
-
 def build_model(sd: dict[str, np.ndarray], cfg: EfficientNetLiteConfig) -> EfficientNetLite:
     """A checkpoint's state dict (already checked against `cfg`) -> the folded NNX model."""
     model = EfficientNetLite(cfg, rngs=nnx.Rngs(0))
@@ -133,7 +127,6 @@ def load_weights(path: str) -> EfficientNetLite:
     """A ``.pth`` of EfficientNet-Lite 0/1/2 (torch zip or legacy format) -> the NNX model."""
     from backbones.torch_pickle import load_torch_state_dict
 
-    sd = load_torch_state_dict(path)
+    sd = load_torch_state_dict(path)          # checks the file: truncation, sizes, finite values
     cfg = detect_config(sd, path)
-    check_finite(sd, path)
     return build_model(sd, cfg)
