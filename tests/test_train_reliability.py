@@ -201,6 +201,43 @@ def test_config_file_with_unknown_field_is_refused(tmp_path, capsys, text, field
     assert not wd.exists()                                              # nothing written
 
 
+# (trainer module, its shipped config, (text, misspelt text) in that file, what the error names then,
+#  a --set with a typo, what the error names then)
+TRAINER_TYPOS = [
+    ("train.contrastive", "contrastive_offline.py", ("steps=1200", "stpes=1200"), ("'train.stpes'", "did you mean 'steps'"),
+     "optim.wieght_decay=0.1", ("'optim.wieght_decay'", "did you mean 'weight_decay'")),
+    ("train.lit", "contrastive_lit.py", ("text_layers=3", "text_layer=3"), ("'model.text_layer'", "did you mean 'text_layers'"),
+     "data.batch.emojis=64", ("'data.batch.emojis'", "did you mean 'emoji'")),
+]
+
+
+@pytest.mark.parametrize("trainer,config,edit,file_says,override,set_says", TRAINER_TYPOS,
+                         ids=[t[0] for t in TRAINER_TYPOS])
+def test_contrastive_and_lit_typos_are_one_line_errors(tmp_path, capsys, trainer, config, edit, file_says,
+                                                       override, set_says):
+    """A copy of a shipped contrastive/LiT config with one field misspelt builds on no base config, so only
+    the trainer's declared base (the shipped config) catches it; a typo in --set is caught too."""
+    import importlib
+
+    main = importlib.import_module(trainer).main
+    shipped = os.path.join(ROOT, "train/configs", config)
+    text = open(shipped).read()
+    assert text.count(edit[0]) == 1
+    path = tmp_path / "variant.py"
+    path.write_text(text.replace(edit[0], edit[1]))
+    trainlib.load_config(str(path))                     # without the trainer's base the typo would pass unseen
+    wd = tmp_path / "run"
+    for argv, says in ((["--config", str(path), "--workdir", str(wd)], file_says),
+                       (["--config", shipped, "--workdir", str(wd), "--set", override], set_says)):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and all(f in err[0] for f in says), err
+        assert not wd.exists()                                               # nothing written
+
+
 def test_captioner_config_file_typo_is_refused(tmp_path):
     path = tmp_path / "cap.py"
     path.write_text("from train.configs.captioner_tiny import get_config as tiny\n"

@@ -165,7 +165,9 @@ MODEL_FIELDS = ("model", "data.image_size", "data.context_length", "loss")
 
 
 def main(argv=None):
-    args, cfg = trainlib.parse_train_args(__doc__, argv)
+    from train.configs.contrastive_offline import get_config as base_config   # the fields any --config file may set
+
+    args, cfg = trainlib.parse_train_args(__doc__, argv, base=base_config)
     with trainlib.user_errors():
         return run(cfg, args.workdir, args.stop_after)
 

@@ -177,8 +177,9 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
 def main(argv=None):
     from spae.training import resolve_config
     from train import trainlib
+    from train.configs.spae_base import base_config   # the fields any --config file may set
 
-    args, cfg = trainlib.parse_train_args(__doc__, argv)
+    args, cfg = trainlib.parse_train_args(__doc__, argv, base=base_config)
     with trainlib.user_errors():
         cfg = resolve_config(cfg)
         last = train(cfg, args.workdir, stop_after=args.stop_after)

@@ -123,8 +123,12 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
     return config
 
 
-def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
-    """Load `get_config()` from a Python file and apply "a.b=3" overrides."""
+def load_config(path: str, overrides: Sequence[str] = (), base=None) -> Config:
+    """Load `get_config()` from a Python file and apply "a.b=3" overrides.
+
+    `base`: the trainer's own base config function (e.g. train/configs/contrastive_offline.py's
+    get_config): the file may only set fields it has, whether or not the file builds on it
+    (see check_against_base)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} not found (expected e.g. train/configs/<name>.py)")
     name = "_config_" + os.path.splitext(os.path.basename(path))[0]
@@ -136,7 +140,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
     config = module.get_config()
     if not isinstance(config, Config):
         config = Config(config)
-    check_against_base(config, module, path)
+    check_against_base(config, module, path, base)
     return apply_overrides(config, overrides)
 
 
@@ -166,11 +170,15 @@ def _unknown_fields(config: dict, base: dict, prefix: str = "") -> list[tuple[st
     return out
 
 
-def check_against_base(config: dict, module, path: str) -> None:
+def check_against_base(config: dict, module, path: str, base=None) -> None:
     """A config file may change the fields of the config it builds on (train/configs/spae_base.py's
     base_config(), a parent file's get_config()) but not add new ones: a key the base lacks is a typo
-    (`stpes`) that would otherwise be ignored. ConfigError naming it, with the nearest field suggested."""
+    (`stpes`) that would otherwise be ignored. ConfigError naming it, with the nearest field suggested.
+    `base`, a trainer's declared base config function, applies also to a file that builds on none
+    (a copy of a shipped config, edited)."""
     bases = _base_functions(module)
+    if base is not None and base not in bases:
+        bases.append(base)
     if not bases:
         return
     allowed: dict = {}
@@ -671,8 +679,10 @@ def progress(iterable=None, total=None, desc=None, initial=0, disable=None):
                 dynamic_ncols=True)
 
 
-def parse_train_args(doc: str, argv=None):
-    """The shared trainer command line: --config FILE --workdir DIR [--set a.b=value ...] [--stop_after N]."""
+def parse_train_args(doc: str, argv=None, base=None):
+    """The shared trainer command line: --config FILE --workdir DIR [--set a.b=value ...] [--stop_after N].
+
+    `base`: the trainer's base config function; the --config file may only set its fields (load_config)."""
     import argparse
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -684,7 +694,7 @@ def parse_train_args(doc: str, argv=None):
     add_debug_flag(p, help="show tracebacks and Orbax's messages (also: environment variable LLMSIGHT_DEBUG=1)")
     args = p.parse_args(argv)
     with user_errors((FileNotFoundError, AttributeError, SyntaxError)):
-        return args, load_config(args.config, args.set)
+        return args, load_config(args.config, args.set, base=base)
 
 
 def user_errors(also: tuple = ()):

@@ -9,6 +9,10 @@ Batch of 320: 128 emoji (Noto, Twemoji; train concepts), 32 Tux Paint stamps (on
 crops), 32 Fashion-MNIST prompts, 32 scene captions, 96 ImageNet classifier rows named by class
 names and WordNet hypernyms. Fluent emoji, the held-out emoji concepts and the test splits are never
 trained on.
+
+train.lit checks every --config file against this file's fields: a variant (a copy of this file, or
+one that calls its get_config) may change them but not add any, so a misspelt field is an error
+naming the nearest one.
 """
 from train.trainlib import Config
 

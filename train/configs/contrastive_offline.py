@@ -14,6 +14,10 @@ steps 85.1% and 51.3% (held-out compositions 53.1%).
 Variants override fields: `--set loss=siglip`, `--set model.lock_text=True` (LiT-style: the whole
 text tower stays locked at its initial state, frozen LLM embeddings through fixed random layers, and
 only the image side and the logit scale learn; untested for accuracy).
+
+train.contrastive checks every --config file against this file's fields: a variant (a copy of this file, or
+one that calls its get_config) may change them but not add any, so a misspelt field is an error
+naming the nearest one.
 """
 from train.trainlib import Config
 
