@@ -11,8 +11,8 @@ encoder, hence every token, stays fixed and only the pixel losses train the deco
 
 from __future__ import annotations
 
+import collections
 import copy
-import functools
 import json
 
 import jax
@@ -275,21 +275,48 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     return metrics
 
 
-@functools.lru_cache(maxsize=8)
 def _compiled_step(graphdef, cfg_json: str, mesh):
-    """One jitted step per (model structure, config, mesh), reused across StepFn instances."""
+    """The jitted train step of one (model structure, config, mesh); StepFn caches it."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     cfg = configdict.Config(json.loads(cfg_json))
     repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    def step(train, frozen, batch):
+    def spae_train_step(train, frozen, batch):
         ts = nnx.merge(graphdef, frozen, train)
         metrics = _train_step(ts, batch, cfg)
         _, _, new_train = nnx.split(ts, FROZEN, ...)
         return new_train, metrics
 
-    return jax.jit(step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(spae_train_step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0)
+
+
+# Compiled steps of the last few (config, mesh, state structure and shapes), with the graphdef each
+# closes over. Not keyed by the graphdef itself: two TrainStates of one config have unequal graphdefs
+# (the optimizer holds its optax transformation, new closures each build), which cost every in-process
+# train() a new compilation.
+_STEP_CACHE: collections.OrderedDict = collections.OrderedDict()
+_STEP_CACHE_SIZE = 8
+
+
+def _step_key(cfg_json: str, mesh, frozen, train) -> tuple:
+    def avals(tree):
+        return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
+
+    return cfg_json, mesh, jax.tree.structure(frozen), jax.tree.structure(train), avals(frozen), avals(train)
+
+
+def _cached_step(graphdef, cfg_json: str, mesh, frozen, train):
+    """(graphdef, jitted step): the cached pair when a step of the same config, mesh, state structure
+    and shapes was built before in this process (its graphdef describes the same modules), else new."""
+    key = _step_key(cfg_json, mesh, frozen, train)
+    if key in _STEP_CACHE:
+        _STEP_CACHE.move_to_end(key)
+    else:
+        _STEP_CACHE[key] = graphdef, _compiled_step(graphdef, cfg_json, mesh)
+        while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
+            _STEP_CACHE.popitem(last=False)
+    return _STEP_CACHE[key]
 
 
 class StepFn:
@@ -308,7 +335,8 @@ class StepFn:
         repl = NamedSharding(mesh, P())
         self.frozen = jax.device_put(frozen, repl)
         self.train = jax.device_put(train, repl)
-        self._step = _compiled_step(self.graphdef, json.dumps(cfg.to_dict(), sort_keys=True, default=list), mesh)
+        self.graphdef, self._step = _cached_step(self.graphdef, json.dumps(cfg.to_dict(), sort_keys=True, default=list),
+                                                 mesh, frozen, train)
 
     def __call__(self, batch: dict) -> dict:
         self.train, metrics = self._step(self.train, self.frozen, batch)

@@ -4,10 +4,9 @@ is refused and leaves config.json as it was; a typo in a config file is caught b
 
 The SPAE runs use train/configs/spae_tiny.py cut to 4 steps (checkpoints at 2 and 4) and to its
 reconstruction losses on a 2-layer pyramid, so that a step compiles in seconds (the full tiny
-config's exact resume is tested in test_spae_train.py). Each run builds a new model, and the step's
-in-process cache (spae.training._compiled_step) keys on the model's graphdef, which differs between
-instances; a persistent compilation cache in a temporary folder, for this module only, lets the
-resumed run load the uninterrupted run's compiled step instead of compiling it again."""
+config's exact resume is tested in test_spae_train.py). Each run builds a new model; the jitted step
+is cached in-process by config, mesh and state structure (spae.training._cached_step), so runs of one
+config compile it once (counted here through jax.monitoring's compile events)."""
 
 import json
 import os
@@ -58,34 +57,31 @@ def _damage(step_dir):
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """JAX's persistent compilation cache in a temporary folder while this module runs."""
-    from jax._src import compilation_cache
+def step_compiles():
+    """{"n": how many times XLA compiled spae.training's train step} while this module runs."""
+    count = {"n": 0}
 
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    before = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    compilation_cache.reset_cache()
-    yield
-    for n, v in before.items():
-        jax.config.update(n, v)
-    compilation_cache.reset_cache()
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and kwargs.get("fun_name") == "jit(spae_train_step)":
+            count["n"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield count
+    jax.monitoring.unregister_event_duration_listener(listen)
 
 
 @pytest.fixture(scope="module")
-def straight(compile_cache, tmp_path_factory):
-    """An uninterrupted 4-step tiny SPAE run: (workdir, its step-4 state)."""
+def straight(step_compiles, tmp_path_factory):
+    """An uninterrupted 4-step tiny SPAE run: (workdir, its step-4 state, config, step compilations)."""
     from train import spae as spae_train
 
     wd = str(tmp_path_factory.mktemp("straight") / "run")
     cfg = _tiny_cfg()
+    before = step_compiles["n"]
     spae_train.train(cfg, wd, quiet=True)
     step, state = _state(wd, cfg)
     assert step == 4
-    return wd, jax.device_get(state), cfg
+    return wd, jax.device_get(state), cfg, step_compiles["n"] - before
 
 
 def _copy(wd, tmp_path):
@@ -126,6 +122,23 @@ def test_damaged_latest_checkpoint_falls_back_and_resumes_exactly(straight, tmp_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     log = [json.loads(l)["step"] for l in open(os.path.join(wd, "metrics.jsonl"))]
     assert log == [2, 4, 4]                                     # step 4 logged again after the fallback
+
+
+@pytest.mark.fashion_mnist
+def test_second_in_process_run_reuses_the_compiled_step(straight, step_compiles, tmp_path):
+    """Two TrainStates of one config have unequal graphdefs (the optimizer's closures differ), so a
+    cache keyed by the graphdef compiled the step again in every train() (about 6 s here); keyed by
+    config, mesh and state structure, a second run of the straight run's config compiles nothing."""
+    from train import spae as spae_train
+
+    assert straight[3] == 1                                  # the first run in this process compiled it
+    before = step_compiles["n"]
+    last = spae_train.train(_tiny_cfg(), str(tmp_path / "again"), quiet=True)
+    assert last["step"] == 4 and step_compiles["n"] == before
+    # the same steps from the same seed: the cached step gives the uninterrupted run's parameters
+    _, state = _state(str(tmp_path / "again"), straight[2])
+    for a, b in zip(jax.tree.leaves(straight[1]), jax.tree.leaves(jax.device_get(state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.fashion_mnist
