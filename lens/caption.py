@@ -1,8 +1,10 @@
 """`Captioner`: the trained captioner model + its vocabulary + jitted decoding + save/load.
 
     cap = Captioner.load()                       # the shipped checkpoint, lens/pretrained/captioner
+    cap = Captioner.load("real")                 # real pictures: on frozen EfficientNet-Lite features
     cap.caption(images)            -> list[str]  # beam search, one global caption per image
     cap.sample(images, n=5)        -> list[list[str]]  # top-k sampling, N "intensive" captions
+    cap.caption(features=feats)    -> list[str]  # a features captioner, from precomputed backbone features
 
 Detokenising needs the LLM's tokenizer: pass `decode=llm.decode` (or any ids -> str); by
 default the LLM is loaded with `backbones.load_llm()` on first use.
@@ -19,14 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
+
+from backbones.weight_files import read_safetensors
 
 from lens import decoding
 from lens.caption_vocab import BOS, EOS, PAD, UNK, CaptionVocab
 from lens.captioner import CaptionerConfig, CaptionerModel
-from lens.images import prepare_images
+from lens.images import prepare_images, rgb_images
 
 DEFAULT_DIR = Path(__file__).parent / "pretrained" / "captioner"
+SHIPPED = {"scenes": DEFAULT_DIR, "real": Path(__file__).parent / "pretrained" / "captioner_real"}
 
 
 def _flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -43,11 +48,14 @@ def _default_decode():
 
 class Captioner:
     def __init__(self, model: CaptionerModel, vocab: CaptionVocab, decode: Callable[[list[int]], str] | None = None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, vision=None):
+        """`vision`: for a features captioner, the loaded frozen backbone (default: load_vision(cfg.backbone)
+        on first use)."""
         if model.cfg.vocab_size != len(vocab):
             raise ValueError(f"model vocab_size {model.cfg.vocab_size} != vocabulary size {len(vocab)}")
         self.model, self.vocab, self.meta = model, vocab, dict(meta or {})
         self._decode = decode
+        self._vision = vision
         self._graphdef, self._state = nnx.split(model)
 
     @property
@@ -60,25 +68,63 @@ class Captioner:
             self._decode = _default_decode()
         return self._decode
 
+    @property
+    def vision(self):
+        """A features captioner's frozen image backbone (loaded on first use); None for a CNN captioner."""
+        if self.cfg.encoder != "features":
+            return None
+        if self._vision is None:
+            from backbones import load_vision
+
+            self._vision = load_vision(self.cfg.backbone)
+        return self._vision
+
+    def inputs(self, images=None, features=None) -> np.ndarray:
+        """What the model reads: pixels (B, S, S, 3) resized for a CNN captioner, backbone features (B, F)
+        for a features one (from `images`, or `features` given precomputed)."""
+        if (images is None) == (features is None):
+            raise ValueError("pass images or features (exactly one)")
+        if features is not None:
+            if self.cfg.encoder != "features":
+                raise ValueError("this captioner reads pixels, not backbone features: pass images")
+            f = np.asarray(features, np.float32)
+            if f.ndim != 2 or f.shape[1] != self.cfg.feature_dim:
+                raise ValueError(f"features must be (B, {self.cfg.feature_dim}) from {self.cfg.backbone}, got {f.shape}")
+            return f
+        if self.cfg.encoder == "features":
+            return self.vision.embed(rgb_images(images))  # (B, F), each image at its own size
+        return prepare_images(images, self.cfg.image_size)
+
+    def prepare(self, images) -> dict:
+        """Images -> the keyword `caption`/`sample` take, computed once: {"images": (B, S, S, 3)} for a
+        CNN captioner, {"features": (B, F)} for a features one."""
+        key = "features" if self.cfg.encoder == "features" else "images"
+        return {key: self.inputs(images)}
+
+    @property
+    def label(self) -> str:
+        """Where captions come from, for LENS's prompt sources."""
+        return f"captioner on {self.cfg.backbone}" if self.cfg.encoder == "features" else "toy captioner"
+
     def refresh(self):
         """Call after the model's parameters changed (e.g. during training)."""
         self._graphdef, self._state = nnx.split(self.model)
 
     # -- jitted decoding -----------------------------------------------------------------
     @functools.partial(jax.jit, static_argnums=(0, 3, 4))
-    def _beam(self, state, images, beam: int, length_penalty: float):
+    def _beam(self, state, inputs, beam: int, length_penalty: float):
         model = nnx.merge(self._graphdef, state)
-        b = images.shape[0]
-        cross = [(jnp.repeat(k, beam, 0), jnp.repeat(v, beam, 0)) for k, v in model.cross_kv(model.encoder(images))]
+        b = inputs.shape[0]
+        cross = [(jnp.repeat(k, beam, 0), jnp.repeat(v, beam, 0)) for k, v in model.cross_kv(model.encoder(inputs))]
         step = lambda tok, pos, cache: model.decode_step(tok, pos, cache, cross)
         return decoding.beam_search(step, model.init_cache(b * beam), b, beam, self.cfg.max_len, bos=BOS, eos=EOS,
                                     pad=PAD, forbid=(UNK,), length_penalty=length_penalty)
 
     @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-    def _sample(self, state, images, n: int, top_k: int, temperature: float, key):
+    def _sample(self, state, inputs, n: int, top_k: int, temperature: float, key):
         model = nnx.merge(self._graphdef, state)
-        b = images.shape[0]
-        cross = [(jnp.repeat(k, n, 0), jnp.repeat(v, n, 0)) for k, v in model.cross_kv(model.encoder(images))]
+        b = inputs.shape[0]
+        cross = [(jnp.repeat(k, n, 0), jnp.repeat(v, n, 0)) for k, v in model.cross_kv(model.encoder(inputs))]
         step = lambda tok, pos, cache: model.decode_step(tok, pos, cache, cross)
         return decoding.sample(step, model.init_cache(b * n), b * n, self.cfg.max_len, key, bos=BOS, eos=EOS,
                                pad=PAD, top_k=top_k, temperature=temperature, forbid=(UNK,))
@@ -86,21 +132,22 @@ class Captioner:
     def __hash__(self):
         return id(self)
 
-    def beam_ids(self, images, beam: int = 4, length_penalty: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    def beam_ids(self, images=None, beam: int = 4, length_penalty: float = 0.6, *, features=None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """-> (compact sequences (B, max_len + 1), normalised scores (B,))."""
-        x = prepare_images(images, self.cfg.image_size)
+        x = self.inputs(images, features)
         seqs, scores = self._beam(self._state, jnp.asarray(x), int(beam), float(length_penalty))
         return np.asarray(seqs), np.asarray(scores)
 
-    def caption(self, images, beam: int = 4, length_penalty: float = 0.6) -> list[str]:
-        """One global caption per image by beam search."""
-        seqs, _ = self.beam_ids(images, beam, length_penalty)
+    def caption(self, images=None, beam: int = 4, length_penalty: float = 0.6, *, features=None) -> list[str]:
+        """One global caption per image by beam search (images, or a features captioner's features)."""
+        seqs, _ = self.beam_ids(images, beam, length_penalty, features=features)
         return [self.vocab.detokenize(s, self.decode_fn) for s in seqs]
 
-    def sample(self, images, n: int = 5, top_k: int = 10, temperature: float = 1.0, seed: int = 0,
-               unique: bool = True) -> list[list[str]]:
+    def sample(self, images=None, n: int = 5, top_k: int = 10, temperature: float = 1.0, seed: int = 0,
+               unique: bool = True, *, features=None) -> list[list[str]]:
         """N "intensive" captions per image by top-k sampling (duplicates dropped if `unique`)."""
-        x = prepare_images(images, self.cfg.image_size)
+        x = self.inputs(images, features)
         seqs = np.asarray(self._sample(self._state, jnp.asarray(x), int(n), int(top_k), float(temperature),
                                        jax.random.key(seed)))
         texts = [self.vocab.detokenize(s, self.decode_fn) for s in seqs]
@@ -116,9 +163,13 @@ class Captioner:
         (d / "captioner.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike | None = None, decode: Callable[[list[int]], str] | None = None
-             ) -> "Captioner":
-        d = Path(directory) if directory is not None else DEFAULT_DIR
+    def load(cls, directory: str | os.PathLike | None = None, decode: Callable[[list[int]], str] | None = None,
+             vision=None) -> "Captioner":
+        """A directory written by `train.captioner` (its export/), or a shipped name: "scenes" (the default,
+        synthetic scenes from pixels) or "real" (emoji, Tux Paint stamps and scenes, on frozen
+        EfficientNet-Lite features)."""
+        d = SHIPPED[directory] if isinstance(directory, str) and directory in SHIPPED else \
+            Path(directory) if directory is not None else DEFAULT_DIR
         spec, weights = d / "captioner.json", d / "params.safetensors"
         if not spec.is_file() or not weights.is_file():
             raise FileNotFoundError(
@@ -128,7 +179,7 @@ class Captioner:
         meta = json.loads(spec.read_text())
         cfg = CaptionerConfig.from_dict(meta["config"])
         model = nnx.eval_shape(lambda: CaptionerModel(cfg, rngs=nnx.Rngs(0)))
-        stored = load_file(str(weights))
+        stored = read_safetensors(weights)  # CheckpointError naming the file if truncated or non-finite
         state = nnx.state(model, nnx.Param)
         leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
         names = [jax.tree_util.keystr(p) for p, _ in leaves]
@@ -141,4 +192,4 @@ class Captioner:
                 raise ValueError(f"{weights}: {name} has shape {stored[name].shape}, config expects {leaf.shape}")
         values = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
         nnx.update(model, values)
-        return cls(model, CaptionVocab(meta["llm_ids"]), decode, meta.get("meta"))
+        return cls(model, CaptionVocab(meta["llm_ids"]), decode, meta.get("meta"), vision=vision)

@@ -1,4 +1,9 @@
-"""The LENS captioner: a small image encoder and a Transformer decoder with cross-attention.
+"""The LENS captioner: an image encoder and a Transformer decoder with cross-attention.
+
+Two encoders: `encoder="cnn"`, a small CNN trained from pixels (the synthetic-scenes captioner),
+and `encoder="features"`, a trained map from a frozen ImageNet backbone's pooled features
+(`backbones.load_vision(backbone)`, computed outside the model, cached when training) to
+`feature_tokens` memory tokens: what lets a small decoder caption real pictures.
 
 The decoder writes captions as tokens of the frozen LLM's tokenizer, through a compact
 output vocabulary (`lens.caption_vocab.CaptionVocab` maps compact ids <-> LLM ids), so a
@@ -33,15 +38,28 @@ class CaptionerConfig:
     decoder_layers: int = 3
     mlp_ratio: int = 4
     max_len: int = 24  # T, positions of the decoder including BOS
+    encoder: str = "cnn"  # "cnn": pixels (B, S, S, 3); "features": frozen backbone features (B, F)
+    backbone: str = ""  # features: the `backbones.load_vision` name whose pooled features come in
+    feature_dim: int = 0  # features: F
+    feature_tokens: int = 8  # features: N memory tokens made from one feature vector
 
     def __post_init__(self):
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
-        if self.image_size % (2 ** len(self.channels)):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.channels)}")
+        if self.encoder == "cnn":
+            if self.image_size % (2 ** len(self.channels)):
+                raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.channels)}")
+        elif self.encoder == "features":
+            if not self.backbone or self.feature_dim <= 0 or self.feature_tokens <= 0:
+                raise ValueError("encoder='features' needs backbone (a load_vision name), feature_dim > 0 and "
+                                 f"feature_tokens > 0; got {self.backbone!r}, {self.feature_dim}, {self.feature_tokens}")
+        else:
+            raise ValueError(f"encoder must be 'cnn' or 'features', got {self.encoder!r}")
 
     @property
     def num_image_tokens(self) -> int:
+        if self.encoder == "features":
+            return self.feature_tokens
         return (self.image_size // 2 ** len(self.channels)) ** 2
 
     def to_dict(self) -> dict:
@@ -140,6 +158,30 @@ class ImageEncoder(nnx.Module):
         return self.norm(x)
 
 
+class FeatureEncoder(nnx.Module):
+    """Frozen-backbone features (B, F) -> memory tokens (B, N, D): one Linear to N x D, positions,
+    encoder blocks. The backbone itself stays outside (frozen, its features cached in training)."""
+
+    def __init__(self, cfg: CaptionerConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.in_norm = nnx.LayerNorm(cfg.feature_dim, rngs=rngs)
+        self.proj = nnx.Linear(cfg.feature_dim, cfg.feature_tokens * cfg.width, rngs=rngs)
+        self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.feature_tokens, cfg.width)))
+        self.blocks = nnx.List([EncoderBlock(cfg.width, cfg.heads, cfg.mlp_ratio, rngs=rngs) for _ in range(cfg.encoder_layers)])
+        self.norm = nnx.LayerNorm(cfg.width, rngs=rngs)
+
+    def __call__(self, features):
+        if features.ndim != 2 or features.shape[-1] != self.cfg.feature_dim:
+            raise ValueError(f"expected {self.cfg.backbone} features (B, {self.cfg.feature_dim}), got {features.shape}; "
+                             "Captioner.caption computes them from images")
+        b = features.shape[0]
+        x = self.proj(self.in_norm(features.astype(jnp.float32)))  # (B, N * D)
+        x = x.reshape(b, self.cfg.feature_tokens, self.cfg.width) + self.pos[...]  # (B, N, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
 class DecoderBlock(nnx.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: int, *, rngs: nnx.Rngs):
         self.norm1 = nnx.LayerNorm(width, rngs=rngs)
@@ -161,7 +203,7 @@ class CaptionerModel(nnx.Module):
 
     def __init__(self, cfg: CaptionerConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.encoder = ImageEncoder(cfg, rngs=rngs)
+        self.encoder = FeatureEncoder(cfg, rngs=rngs) if cfg.encoder == "features" else ImageEncoder(cfg, rngs=rngs)
         self.embed = nnx.Embed(cfg.vocab_size, cfg.width, rngs=rngs)
         self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (cfg.max_len, cfg.width)))
         self.blocks = nnx.List([DecoderBlock(cfg.width, cfg.heads, cfg.mlp_ratio, rngs=rngs) for _ in range(cfg.decoder_layers)])
@@ -169,9 +211,10 @@ class CaptionerModel(nnx.Module):
         self.head = nnx.Linear(cfg.width, cfg.vocab_size, rngs=rngs)
 
     # -- teacher forcing -------------------------------------------------------------------
-    def __call__(self, images, tokens):
-        """images (B, S, S, 3), tokens (B, T) starting with BOS -> logits (B, T, V) for the next token."""
-        return self.decode_logits(self.encoder(images), tokens)
+    def __call__(self, inputs, tokens):
+        """inputs: images (B, S, S, 3) or backbone features (B, F) (cfg.encoder); tokens (B, T) starting
+        with BOS -> logits (B, T, V) for the next token."""
+        return self.decode_logits(self.encoder(inputs), tokens)
 
     def decode_logits(self, memory, tokens):
         t = tokens.shape[1]
@@ -224,13 +267,13 @@ def count_params(model: nnx.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def caption_loss(model: CaptionerModel, images, rows, label_smoothing: float = 0.0):
+def caption_loss(model: CaptionerModel, inputs, rows, label_smoothing: float = 0.0):
     """Teacher-forcing cross-entropy. rows (B, T + 1) = `BOS t1 .. EOS PAD ..` -> (loss, aux).
 
     PAD targets (id 0) are masked out; the loss is the mean over real target tokens.
     """
-    inputs, targets = rows[:, :-1], rows[:, 1:]  # (B, T) each
-    logits = model(images, inputs).astype(jnp.float32)  # (B, T, V)
+    prefix, targets = rows[:, :-1], rows[:, 1:]  # (B, T) each
+    logits = model(inputs, prefix).astype(jnp.float32)  # (B, T, V)
     v = logits.shape[-1]
     onehot = jax.nn.one_hot(targets, v)
     if label_smoothing:

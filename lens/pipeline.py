@@ -111,13 +111,13 @@ class Lens:
         attrs = [[t for t, _ in row] for row in self.attributer(clip_in)] if self.attributer else [[] for _ in range(b)]
         caps = [[] for _ in range(b)]
         if self.captioner is not None:
-            x = prepare_images(originals, self.captioner.cfg.image_size)
-            best = self.captioner.caption(x, beam=self.beam)
-            extra = self.captioner.sample(x, n=self.num_captions, top_k=self.sample_top_k, seed=self.seed) \
+            x = self.captioner.prepare(originals)  # {"images": resized} or {"features": frozen-backbone features}
+            best = self.captioner.caption(**x, beam=self.beam)
+            extra = self.captioner.sample(**x, n=self.num_captions, top_k=self.sample_top_k, seed=self.seed) \
                 if self.num_captions > 0 else [[] for _ in range(b)]
             caps = [list(dict.fromkeys([g] + e))[: max(1, self.num_captions)] for g, e in zip(best, extra)]
         where = {"attributes": clip_name if self.attributer else None,
-                 "captions": "toy captioner" if self.captioner else None}
+                 "captions": self.captioner.label if self.captioner else None}
         return [{"tags": t, "attributes": a, "captions": c, "sources": {"tags": s, **where}}
                 for t, a, c, s in zip(tags, attrs, caps, sources)]
 

@@ -1,6 +1,7 @@
 """Captioner training pieces a trainer or notebook can import: data arrays, optimizer, sharded step.
 
     arrays = caption_arrays(images, captions, vocab, encode, max_len)   # {"image", "tokens"}
+    arrays = caption_arrays(features, captions, vocab, encode, max_len) # a features captioner: float (N, F)
     step = TrainStep(model, optimizer_from(cfg.optim, steps), mesh)
     metrics = step(shard_batch(batch, mesh))                              # sharded jit, donated state
 
@@ -24,7 +25,7 @@ from lens.captioner import CaptionerModel, caption_loss
 
 def caption_arrays(images: np.ndarray, captions: list[list[str]], vocab: CaptionVocab, encode: Encode,
                    max_len: int, per_image: int | None = None) -> dict[str, np.ndarray]:
-    """-> {"image": uint8 (N, S, S, 3), "tokens": int32 (N, C, max_len + 1)}.
+    """-> {"image": uint8 (N, S, S, 3) or float32 backbone features (N, F), "tokens": int32 (N, C, max_len + 1)}.
 
     C = `per_image` or the largest caption count; images with fewer captions repeat theirs.
     """
@@ -36,7 +37,9 @@ def caption_arrays(images: np.ndarray, captions: list[list[str]], vocab: Caption
     c = per_image or max((len(x) for x in captions), default=1)
     flat = [caps[j % len(caps)] for caps in captions for j in range(c)]
     tokens = vocab.tokenize(flat, encode, max_len).reshape(len(images), c, max_len + 1)
-    return {"image": np.asarray(images, np.uint8), "tokens": tokens}
+    images = np.asarray(images)
+    inputs = images.astype(np.float32) if np.issubdtype(images.dtype, np.floating) else images.astype(np.uint8)
+    return {"image": inputs, "tokens": tokens}
 
 
 def optimizer_from(optim, total_steps: int) -> optax.GradientTransformation:

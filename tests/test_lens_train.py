@@ -103,3 +103,58 @@ def test_four_device_sharded_run_matches(straight, tmp_path):
     a, b = params(wd), params(str(tmp_path))
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
+
+
+# ----------------------------------------------------------------------------- features captioner on real pictures
+
+def real_cfg(steps=4):
+    """train/configs/captioner_real.py shrunk: Noto emoji only, a tiny decoder on the real backbone's features."""
+    from train.trainlib import load_config
+
+    return load_config(os.path.join(ROOT, "train/configs/captioner_real.py"),
+                       ["data.parts=['emoji']", "data.emoji_styles=['google']", "data.batch_size=4",
+                        "model.width=32", "model.heads=2", "model.decoder_layers=1", "model.feature_tokens=2",
+                        f"train.steps={steps}", "train.log_every=1", "train.ckpt_every=2"])
+
+
+@pytest.fixture()
+def few_emoji(monkeypatch):
+    """real_pairs cut to the first 12 Noto pictures of a split (real pixels and captions, fast features)."""
+    import train.captioner as tc
+
+    original = tc.real_pairs
+
+    def first_twelve(part, d, split, seed=0):
+        images, captions = original(part, d, split, seed)
+        return [images[0][:12]], captions[:12]
+
+    monkeypatch.setattr(tc, "real_pairs", first_twelve)
+
+
+@pytest.mark.emoji
+def test_features_captioner_resume_is_exact_and_reads_images(few_emoji, tmp_path):
+    from lens.caption import Captioner
+    from train.captioner import frozen_backbone, real_pairs, train
+
+    tok = WordTokenizer()
+    straight = train(real_cfg(), str(tmp_path / "a"), tokenizer=tok, quiet=True)
+    train(real_cfg(), str(tmp_path / "b"), stop_after=2, tokenizer=tok, quiet=True)
+    again = train(real_cfg(), str(tmp_path / "b"), tokenizer=tok, quiet=True)
+    np.testing.assert_allclose(again["loss"], straight["loss"], rtol=1e-6)
+    a, b = params(str(tmp_path / "a")), params(str(tmp_path / "b"))
+    assert a.keys() == b.keys() and any("in_norm" in k for k in a)      # the feature encoder, not the CNN
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert sorted(os.listdir(tmp_path / "a" / "features"))                 # backbone features cached once
+
+    cap = Captioner.load(tmp_path / "a" / "export", decode=tok.decode, vision=frozen_backbone("efficientnet-lite0"))
+    assert cap.cfg.encoder == "features" and cap.cfg.backbone == "efficientnet-lite0"
+    images, _ = real_pairs("emoji", real_cfg().data, "train")
+    feats = cap.vision.embed(images[0][:3])
+    by_pixels, by_features = cap.caption(images[0][:3]), cap.caption(features=feats)
+    assert by_pixels == by_features and len(by_pixels) == 3
+    assert cap.prepare(images[0][:3])["features"].shape == (3, 1280)
+    with pytest.raises(ValueError, match=r"\(B, 1280\)"):
+        cap.caption(features=feats[:, :10])
+    with pytest.raises(ValueError, match="exactly one"):
+        cap.caption()

@@ -3,8 +3,11 @@
     nice -n 10 python -m train.captioner --config train/configs/captioner.py --workdir runs/captioner \
         [--set train.steps=2000 --set data.batch_size=32]
 
-Data: synthetic scenes (`visiondata.scenes`, 6 captions per image) or a COCO caption JSON
-(`--set data.source=coco --set data.coco_json=... --set data.coco_image_dir=...`).
+Data: synthetic scenes (`visiondata.scenes`, 6 captions per image), a COCO caption JSON
+(`--set data.source=coco --set data.coco_json=... --set data.coco_image_dir=...`), or real
+pictures (`data.source=real`, `train/configs/captioner_real.py`): emoji in the Noto and Twemoji
+styles, Tux Paint stamps and scenes, read through a frozen backbone whose pooled features are
+computed once and cached in WORKDIR/features (`model.encoder=features`).
 Sharded jit over a 1-D "data" mesh (every visible device), Orbax checkpoints every
 train.ckpt_every steps; rerunning the same command resumes exactly (model, optimizer and
 data-iterator position). At the end writes --workdir/export, which `Captioner.load(dir)`
@@ -12,6 +15,7 @@ and `Lens.load(captioner=dir)` read.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -20,9 +24,67 @@ import time
 import numpy as np
 
 
-def load_data(cfg):
-    """-> (train_images, train_captions, val_images, val_captions); images uint8 (N, S, S, 3)."""
+def real_pairs(part: str, d, split: str, seed: int = 0) -> tuple[list[np.ndarray], list[list[str]]]:
+    """One source of real pictures -> (per style/background, uint8 images (N, S, S, 3)), captions (N lists).
+
+    emoji: every caption phrase of the concept (`visiondata.emoji.captions_for`); Tux Paint: the
+    stamp's own caption and its name; scenes: their six captions. Split "train" trains, emoji "test"
+    concepts (never trained on) are the validation set; Fluent, the held-out emoji concepts and the
+    Tux Paint test stamps are kept for `eval.captioning`.
+    """
+    if part == "emoji":
+        from visiondata import emoji
+
+        sets = [emoji.load(style=s, split=split, size=d.emoji_size) for s in d.emoji_styles]
+        return [s.images for s in sets], [emoji.captions_for(c) for s in sets for c in s.concepts]
+    if part == "tuxpaint":
+        from visiondata import tuxpaint
+
+        sets = [tuxpaint.load(split=split, size=d.tuxpaint_size, background=b, seed=seed) for b in d.tuxpaint_backgrounds]
+        return [s.images for s in sets], [tuxpaint.captions_of(c, n) for s in sets for c, n in zip(s.captions, s.names)]
+    if part == "scenes":
+        from visiondata import scenes
+
+        sc = scenes.generate(d.num_train if split == "train" else d.num_val, size=d.image_size, seed=seed,
+                             split="train" if split == "train" else "test", background=d.background)
+        return [sc.images], [list(c) for c in sc.captions]
+    raise ValueError(f"unknown real-caption part {part!r}; choose from emoji, tuxpaint, scenes")
+
+
+@functools.lru_cache(maxsize=2)
+def frozen_backbone(name: str):
+    """The frozen image backbone, loaded and compiled once per process (resumed runs, tests, notebooks)."""
+    from backbones import load_vision
+
+    return load_vision(name)
+
+
+def real_features(cfg, split: str, workdir: str, backbone=None) -> tuple[np.ndarray, list[list[str]]]:
+    """The parts of cfg.data.parts of one split -> (backbone features (N, F) float32, captions)."""
+    from train.lit_data import cached_features
+
+    backbone = backbone or frozen_backbone(cfg.model.backbone)
+    feats, caps = [], []
+    for part in cfg.data.parts:
+        if split != "train" and part != "emoji":
+            continue  # validation: unseen emoji concepts only (the Tux Paint test stamps are for eval)
+        images, captions = real_pairs(part, cfg.data, split, cfg.seed)
+        feats += [cached_features(backbone, x, workdir, f"{part}-{split}-{i}") for i, x in enumerate(images)]
+        caps += captions
+    return np.concatenate(feats), caps
+
+
+def load_data(cfg, workdir: str = ""):
+    """-> (train_inputs, train_captions, val_inputs, val_captions); inputs uint8 images (N, S, S, 3), or
+    frozen-backbone features (N, F) for data.source=real."""
     d = cfg.data
+    if d.source == "real":
+        if cfg.model.encoder != "features":
+            raise ValueError("data.source=real trains on backbone features: set model.encoder=features "
+                             "(train/configs/captioner_real.py)")
+        tr, tr_caps = real_features(cfg, "train", workdir)
+        va, va_caps = real_features(cfg, "test", workdir)
+        return tr, tr_caps, va, va_caps
     if d.source == "scenes":
         from visiondata import scenes
 
@@ -41,7 +103,7 @@ def load_data(cfg):
         nval = max(1, int(round(d.coco_val_frac * len(caps))))
         va, tr = order[:nval], order[nval:]
         return images[tr], [caps[i] for i in tr], images[va], [caps[i] for i in va]
-    raise ValueError(f"data.source must be 'scenes' or 'coco', got {d.source!r}")
+    raise ValueError(f"data.source must be 'scenes', 'coco' or 'real', got {d.source!r}")
 
 
 def load_tokenizer(cfg, tokenizer=None):
@@ -78,11 +140,14 @@ def model_config(cfg, vocab_size: int):
     m = cfg.model
     return CaptionerConfig(vocab_size=vocab_size, image_size=cfg.data.image_size, channels=tuple(m.channels),
                            width=m.width, heads=m.heads, encoder_layers=m.encoder_layers,
-                           decoder_layers=m.decoder_layers, mlp_ratio=m.mlp_ratio, max_len=m.max_len)
+                           decoder_layers=m.decoder_layers, mlp_ratio=m.mlp_ratio, max_len=m.max_len,
+                           encoder=m.encoder, backbone=m.backbone if m.encoder == "features" else "",
+                           feature_dim=m.feature_dim if m.encoder == "features" else 0,
+                           feature_tokens=m.feature_tokens)
 
 
 # Config fields that define the model: a resume whose config differs in one is refused.
-MODEL_FIELDS = ("model", "vocab", "data.image_size")
+MODEL_FIELDS = ("model", "vocab", "data.image_size", "data.source")
 
 
 def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quiet: bool = False) -> dict:
@@ -100,7 +165,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
     os.makedirs(workdir, exist_ok=True)
     trainlib.check_resume_config(workdir, cfg, MODEL_FIELDS)
     tok = load_tokenizer(cfg, tokenizer)
-    tr_images, tr_caps, va_images, va_caps = load_data(cfg)
+    tr_images, tr_caps, va_images, va_caps = load_data(cfg, workdir)
     vocab = build_vocab(cfg, tr_caps, tok, workdir)
     mcfg = model_config(cfg, len(vocab))
     arrays = caption_arrays(tr_images, tr_caps, vocab, tok.encode, mcfg.max_len)
@@ -177,7 +242,9 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
 def main(argv=None):
     from train import trainlib
 
-    args, cfg = trainlib.parse_train_args(__doc__, argv)
+    from train.configs.captioner import get_config as base_config
+
+    args, cfg = trainlib.parse_train_args(__doc__, argv, base=base_config)
     with trainlib.user_errors():
         last = train(cfg, args.workdir, stop_after=args.stop_after)
     print(json.dumps(last))

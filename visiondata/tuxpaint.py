@@ -79,6 +79,12 @@ def caption_name(caption: str) -> str:
     return text.strip().strip("\"“”'‘’").strip().lower()
 
 
+def captions_of(caption: str, name: str) -> list[str]:
+    """A stamp's captions for training and scoring a captioner: its own line ("A red kangaroo.") and its
+    name ("red kangaroo")."""
+    return list(dict.fromkeys([caption, name]))
+
+
 def split_of(path: str) -> str:
     """'train' or 'test' for a stamp's relative path, from a hash of the path alone."""
     u = int.from_bytes(hashlib.sha256(f"llmsight-tuxpaint:{path}".encode()).digest()[:8], "big") / 2.0**64
