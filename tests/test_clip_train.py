@@ -19,8 +19,34 @@ def test_clip_loss_with_one_positive_is_symmetric_cross_entropy():
     np.testing.assert_allclose(clip_loss(logits, jnp.eye(6, dtype=bool)), want, rtol=1e-6)
 
 
+def _grouped_clip_loss_numpy(logits, keys):
+    """Multi-positive CLIP loss written out pair by pair: image i's target is spread evenly over the
+    texts with its key, text j's over the images with its key; the two directions are averaged."""
+    logits = np.asarray(logits, np.float64)
+    n = len(keys)
+
+    def side(m):
+        total = 0.0
+        for i in range(n):
+            logz = np.log(np.sum(np.exp(m[i] - m[i].max()))) + m[i].max()
+            same = [j for j in range(n) if keys[j] == keys[i]]
+            total += -sum(m[i, j] - logz for j in same) / len(same)
+        return total / n
+
+    return 0.5 * (side(logits) + side(logits.T))
+
+
 def test_clip_loss_duplicates_are_not_negatives():
-    """Two identical texts: a model scoring both equally high reaches the minimum (log 2 per row), not more."""
+    """Texts with the same key are positives of each other's images, not negatives: the loss equals an
+    independent pair-by-pair NumPy version, and differs from the diagonal-only loss on the same batch."""
+    keys = ["red circle", "blue square", "red circle", "coat", "blue square", "red circle"]
+    pos = jnp.asarray([[a == b for b in keys] for a in keys])
+    logits = jax.random.normal(jax.random.key(1), (6, 6)) * 3
+    want = _grouped_clip_loss_numpy(logits, keys)
+    diagonal_only = _grouped_clip_loss_numpy(logits, list(range(6)))
+    assert abs(want - diagonal_only) > 0.5                # the batch tells the two losses apart
+    np.testing.assert_allclose(clip_loss(logits, pos), want, rtol=1e-5)
+    # Two identical texts scored equally high reach the minimum (log 2 per row of the pair), not more.
     pos = jnp.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], bool)
     logits = jnp.where(pos, 50.0, -50.0)
     np.testing.assert_allclose(clip_loss(logits, pos), (2 * np.log(2) / 3 * 2) / 2, rtol=1e-5)

@@ -56,7 +56,12 @@ def test_logits_equal_pytorch_reference(smollm2, reference):
             ref = model(torch.tensor([ids])).logits[0].float().numpy()
         ours = smollm2.logits(ids)
         assert ours.shape == ref.shape == (len(ids), 49152)
-        assert np.abs(ours - ref).max() <= 1e-3 * (ref.max() - ref.min())
+        # Measured max |ours - ref| (2 CPU cores, XLA vs PyTorch fp32): 1.5e-4, 8.2e-5, 5.9e-5 and 5.1e-4
+        # (the last at the lone " " token of the French prompt, the position bf16 also finds hardest);
+        # the logits span about 60. The bound is 5x the worst. An RMSNorm epsilon of 1e-6 instead of
+        # the checkpoint's 1e-5 moves the logits by 0.014 to 0.26 per prompt.
+        err = np.abs(ours - ref).max()
+        assert err <= 2.5e-3, (text, err)
 
 
 def test_cached_greedy_decoding_follows_full_forward_argmax(smollm2):
@@ -111,19 +116,61 @@ def test_score_batch_equals_full_forward_log_probs(smollm2):
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy(smollm2):
+    import jax
+
+    from backbones.llm.sampling import choose_next
+
     p = "Once upon a time"
     a = smollm2.generate(p, max_new_tokens=10, chat=False, temperature=1.0, top_p=0.9, seed=3)
     b = smollm2.generate(p, max_new_tokens=10, chat=False, temperature=1.0, top_p=0.9, seed=3)
     assert a == b
     greedy = smollm2.generate(p, max_new_tokens=10, chat=False)
     assert smollm2.generate(p, max_new_tokens=10, chat=False, temperature=0.7, top_k=1, seed=5) == greedy
+    # generate passes temperature and top-p on, at the first token and at every cached step: a near-zero
+    # temperature, or a nucleus holding only the best token at temperature 2, is greedy again.
+    assert smollm2.generate(p, max_new_tokens=10, chat=False, temperature=0.01, seed=5) == greedy
+    assert smollm2.generate(p, max_new_tokens=10, chat=False, temperature=2.0, top_p=1e-6, seed=5) == greedy
+    assert smollm2.generate(p, max_new_tokens=10, chat=False, temperature=2.0, seed=5) != greedy
+
+    # The sampler's draws follow softmax(logits / T), cut to the nucleus and renormalised: n draws from
+    # one small logit vector, each frequency within 5 standard deviations (<= 0.5 / sqrt(n)) of its
+    # probability, and no draw outside the nucleus.
+    probs = np.array([0.5, 0.25, 0.15, 0.07, 0.03])
+    n = 20000
+    rows = np.tile(np.log(probs).astype(np.float32), (n, 1))
+
+    def freq(temperature, top_p=None):
+        draws = np.asarray(choose_next(rows, jax.random.key(0), temperature, None, top_p))
+        return np.bincount(draws, minlength=len(probs)) / n
+
+    def expected(temperature, top_p=1.0):
+        q = probs ** (1 / temperature)
+        q /= q.sum()
+        q[np.cumsum(q) - q >= top_p] = 0.0         # the mass before a kept token is < top_p
+        return q / q.sum()
+
+    tol = 5 * 0.5 / np.sqrt(n)
+    for temperature, top_p in [(0.5, None), (1.0, None), (2.0, None), (1.0, 0.8), (2.0, 0.8)]:
+        got, want = freq(temperature, top_p), expected(temperature, top_p or 1.0)
+        assert np.all(got[want == 0] == 0) and np.abs(got - want).max() < tol, (temperature, top_p, got, want)
+    assert expected(1.0, 0.8)[3] == 0 and expected(2.0, 0.8)[3] > 0.1     # the cases tell the rules apart
+    assert np.abs(expected(0.5) - expected(2.0)).max() > 10 * tol
 
 
-def test_bfloat16_matches_float32_closely():
+def test_bfloat16_matches_float32_closely(smollm2):
     from backbones import load_llm
 
     llm16 = load_llm("smollm2-135m", dtype="bfloat16")
     assert "Paris" in llm16.generate("What is the capital of France?", max_new_tokens=16)
+    # Measured |bf16 - fp32| logits on these prompts: max 1.50, 0.64, 0.83; mean 0.14, 0.11, 0.15 (the
+    # logits span about 60). Bounds are 2x. The French prompt is left out: its lone " " token moves by
+    # 21 in bf16, in transformers' bf16 model as well (23), an ill-conditioned position, not our error.
+    for text in PROMPTS[:3]:
+        ids = smollm2.encode(text)
+        diff = np.abs(llm16.logits(ids) - smollm2.logits(ids))
+        assert diff.max() <= 3.0 and diff.mean() <= 0.3, (text, diff.max(), diff.mean())
+        assert diff.mean() > 0.01                  # the bf16 model does compute in bf16
+    assert str(llm16.model.wq[...].dtype) == "bfloat16"
 
 
 def test_named_model_missing_package_gives_install_hint(monkeypatch):
