@@ -10,18 +10,25 @@ import pytest
 from visiondata import scenes
 
 
-# (shipped checkpoint, image size, share of scenes whose object pixels must beat 0.75x the fill's
-# error, share whose top-layer word must name the main object's colour or shape). Measured by
-# eval.spae_eval on 1,000 test scenes: scenes64 99.8%, 84.3%.
-SHIPPED = [("scenes64", 64, 0.9, 0.6)]
+# Measured on the 48 test scenes below (seed 1) when scenes64 shipped, and each test's bound with its
+# margin. On 1,000 test scenes eval.spae_eval gives 99.8% beating 0.75x the fill, 84.3% top words naming
+# the object. The same tokenizer decoding only 3 of its 4 layers averages 0.41x: the mean bound catches a
+# lost finest layer, which the old "90% of scenes under 0.75x" bound let through (97.9% still were).
+#   object-pixel error / flat fill's:  mean 0.310, worst 0.461   -> mean <= 0.37, every scene < 0.6
+#   distinct codes at depths 1..4:     10, 71, 187, 350          -> at least 7, 50, 140, 260
+#   top-layer words that are colours:  97.9% (47 of 48)          -> at least 90%
+#   top word names colour or shape:    87.5% (42 of 48)          -> at least 75%
+SHIPPED = [dict(name="scenes64", size=64, mean_ratio=0.37, worst_ratio=0.6, codes=(7, 50, 140, 260),
+                colour_words=0.9, hits=0.75)]
 
 
-@pytest.mark.parametrize("name,size,share,hits", SHIPPED)
-def test_codes_draw_the_objects_not_just_the_background(name, size, share, hits):
+@pytest.mark.parametrize("bounds", SHIPPED, ids=lambda b: b["name"])
+def test_codes_draw_the_objects_not_just_the_background(bounds):
     from eval.spae_eval import names_class, object_error_ratio
     from spae import load_tokenizer
 
-    tok = load_tokenizer(f"spae/pretrained/{name}")
+    tok = load_tokenizer(f"spae/pretrained/{bounds['name']}")
+    size = bounds["size"]
     s = scenes.generate(48, size=size, seed=1, split="test")
     x = s.images                                                             # (48, size, size, 3) uint8
     pyr = tok.encode(x)
@@ -29,12 +36,15 @@ def test_codes_draw_the_objects_not_just_the_background(name, size, share, hits)
     assert y.shape == x.shape and y.dtype == np.uint8
     ratio = object_error_ratio(y, x)                                         # (48,) vs the flat fill
     assert np.isfinite(ratio).all()                                          # every scene has objects
-    assert np.mean(ratio < 0.75) > share
-    assert len(np.unique(pyr.codes[3])) > 60                                 # not a handful of words
+    assert ratio.mean() <= bounds["mean_ratio"] and ratio.max() < bounds["worst_ratio"], (ratio.mean(), ratio.max())
+    used = [len(np.unique(c)) for c in pyr.codes]                            # not a handful of words
+    assert all(u >= lo for u, lo in zip(used, bounds["codes"])), used
     words = [w for img in tok.to_text(pyr) for w in img[0]]
     colours = set(scenes.COLORS) | {"white", "black", "brown", "grey", "gray"}
-    assert np.mean([w in colours for w in words]) > 0.5                      # top layer: colour words
-    assert names_class(pyr.codes[0].reshape(len(x), -1), s.labels, s.class_names, tok.vocab.words) >= hits
+    share = np.mean([w in colours for w in words])
+    assert share >= bounds["colour_words"], share                            # top layer: colour words
+    hits = names_class(pyr.codes[0].reshape(len(x), -1), s.labels, s.class_names, tok.vocab.words)
+    assert hits >= bounds["hits"], hits
 
 
 def test_flat_fill_reference_is_the_median_colour():
