@@ -77,6 +77,50 @@ def test_relevance_and_disk_cache(tiny_clip, tmp_path, monkeypatch):
         tiny_clip.text_embeddings(vocab, template="no slot")
 
 
+def test_text_cache_misses_after_a_change_of_weights_or_code(tiny_clip, tmp_path, monkeypatch):
+    """A cached vocabulary is not reused by a model with other weights, nor after an edit to the code
+    that encodes text (the key holds text_code_version); a stale file would hide a regression."""
+    import inspect
+    import shutil
+
+    from backbones.clip import api, model, tokenizer
+
+    monkeypatch.setenv("LLMSIGHT_CACHE", str(tmp_path / "cache"))
+    vocab = ["dog", "cat", "red"]
+    old = tiny_clip.text_embeddings(vocab)
+    # Same config and tokenizer, other weights: another key, its own embeddings, not the stale ones.
+    d = str(tmp_path / "other")
+    loaders.save_own(init_clip(tiny_clip.config, seed=4), d, ByteTokenizer(24).spec())
+    other = load_clip(d)
+    assert other.text_cache_path(vocab) != tiny_clip.text_cache_path(vocab)
+    new = other.text_embeddings(vocab)
+    np.testing.assert_allclose(new, other.encode_text(vocab), atol=1e-6)
+    assert np.abs(new - old).max() > 1e-3
+    assert len(os.listdir(tmp_path / "cache" / "clip-text")) == 2
+    # Another code version (as after an edit of the text tower): the stale entry is not read.
+    stale = tiny_clip.text_cache_path(vocab)
+    assert os.path.exists(stale)
+    monkeypatch.setattr(api, "text_code_version", lambda: "edited" * 4)
+    assert tiny_clip.text_cache_path(vocab) != stale
+    monkeypatch.setattr(tiny_clip, "encode_text", lambda texts, batch_size=512: np.zeros((len(texts), 4)))
+    np.testing.assert_array_equal(tiny_clip.text_embeddings(vocab), 0)          # recomputed, not the file
+    monkeypatch.undo()
+    # The code version covers the code that encodes text, and any edit of those files changes it.
+    files = {os.path.join(os.path.dirname(api.__file__), f) for f in api.TEXT_CODE_FILES}
+    for obj in (model.TextTower, model.Encoder, model.Block, model.Attention, model.MLP, model.CLIP.encode_text,
+                tokenizer.ByteTokenizer, tokenizer.llm_tokenizer, api.ClipModel.encode_text, api._bucket):
+        assert inspect.getsourcefile(obj) in files, obj
+    copies = []
+    for f in sorted(files):
+        copies.append(str(tmp_path / os.path.basename(f)))
+        shutil.copy(f, copies[-1])
+    ordered = [str(tmp_path / f) for f in api.TEXT_CODE_FILES]
+    assert api.text_code_version(ordered) == api.text_code_version()
+    with open(tmp_path / "model.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert api.text_code_version(ordered) != api.text_code_version()
+
+
 def test_architecture_names_without_weights_explain():
     with pytest.raises(FileNotFoundError, match="no weights for it ship offline"):
         load_clip("ViT-B/32")

@@ -14,7 +14,8 @@ center-cropped to a square, and the square is resized (bilinear, antialiased) to
 size, then normalised with the model's pixel mean / std. Vocabulary embeddings used by
 ``relevance`` / ``text_embeddings`` are computed once and cached on disk under
 ``$LLMSIGHT_CACHE/clip-text`` (default ``~/.cache/llmsight/clip-text``), keyed by a fingerprint
-of the model (config, tokenizer and weights) and a hash of the template and the vocabulary.
+of the model (config, tokenizer and weights), a hash of the code that computes text embeddings
+(``text_code_version``) and a hash of the template and the vocabulary.
 """
 from __future__ import annotations
 
@@ -38,6 +39,28 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 OFFLINE_DIR = os.path.join(_HERE, "offline")
 OFFLINE_NAMES = ("offline", "llmsight-offline")
 DEFAULT_MODEL = "lit"
+# The files whose code turns a string into a text embedding: the text tower and its layers, the
+# config that builds it, the tokenizers, and this wrapper's tokenize / encode_text. Their bytes are
+# part of the text cache's key, so an edit to any of them never reads embeddings the old code made.
+TEXT_CODE_FILES = ("model.py", "config.py", "tokenizer.py", "api.py")
+_text_code_version: str | None = None
+
+
+def text_code_version(paths: Sequence[str] | None = None) -> str:
+    """sha256 of the text-encoding source files (TEXT_CODE_FILES under backbones/clip, or `paths`).
+    The default is read once per process, the first time it is asked for."""
+    global _text_code_version
+    if paths is None and _text_code_version is not None:
+        return _text_code_version
+    h = hashlib.sha256()
+    for path in paths or [os.path.join(_HERE, f) for f in TEXT_CODE_FILES]:
+        with open(path, "rb") as f:
+            h.update(os.path.basename(path).encode() + b"\x00" + f.read() + b"\x00")
+    if paths is None:
+        _text_code_version = h.hexdigest()
+    return h.hexdigest()
+
+
 # Shipped models by name -> (directory, the command that trained it).
 OFFLINE_MODELS = {
     "lit": (os.path.join(_HERE, "lit"), "python -m train.lit --config train/configs/contrastive_lit.py"),
@@ -184,6 +207,12 @@ class ClipModel:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
+    def text_cache_path(self, vocab: Sequence[str], template: str = "{}") -> str:
+        """Where text_embeddings caches this vocabulary: keyed by the model's weights, config and tokenizer
+        (fingerprint), the text-encoding code (text_code_version), the template and the words."""
+        h = hashlib.sha256(template.encode() + b"\x00" + "\x00".join(vocab).encode()).hexdigest()[:20]
+        return os.path.join(cache_dir("clip-text"), f"{self.fingerprint[:20]}-{text_code_version()[:12]}-{h}.npy")
+
     def text_embeddings(self, vocab: Sequence[str], template: str = "{}", cache: bool = True,
                         batch_size: int = 512) -> np.ndarray:
         """Embeddings (V, D) of ``template.format(word)`` for each word; cached on disk when ``cache``."""
@@ -193,8 +222,7 @@ class ClipModel:
         texts = [template.format(w) for w in vocab]
         if not cache:
             return self.encode_text(texts, batch_size)
-        h = hashlib.sha256(template.encode() + b"\x00" + "\x00".join(vocab).encode()).hexdigest()[:20]
-        path = os.path.join(cache_dir("clip-text"), f"{self.fingerprint[:20]}-{h}.npy")
+        path = self.text_cache_path(vocab, template)
         if os.path.exists(path):
             try:
                 emb = np.load(path)
