@@ -72,6 +72,10 @@ def test_tiny_lit_run_trains_resumes_exactly_and_loads(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     steps = [json.loads(line) for line in open(straight / "metrics.jsonl")]
     assert [s["step"] for s in steps] == [1, 2, 3, 4] and all(np.isfinite(s["loss"]) for s in steps)
+    # every logged metric of every step, exactly, but the wall time (the resumed log holds steps 1-2, then 3-4)
+    logged = [[{k: v for k, v in json.loads(line).items() if k != "wall_s"} for line in open(d / "metrics.jsonl")]
+              for d in (straight, resumed)]
+    assert logged[0] == logged[1] and steps[3]["loss"] != steps[0]["loss"]
     clip = load_clip(str(straight / "export"))
     assert clip.backbone_name == "efficientnet-lite0" and clip.embed_dim == 16
     from visiondata import photos
