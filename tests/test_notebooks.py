@@ -12,6 +12,7 @@ def test_there_is_a_notebook():
     assert NOTEBOOKS, "notebooks/ holds no notebook"
 
 
+@pytest.mark.fashion_mnist
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_code_cells_run(path):

@@ -72,6 +72,7 @@ def real_cfg():
     return resolve_config(cfg)
 
 
+@pytest.mark.fashion_mnist
 def test_gradients_reach_encoder_and_not_codebook(vocab, real_cfg):
     ts = TrainState(real_cfg, vocab.embeddings, rngs=nnx.Rngs(0))
     from visiondata import fashion_mnist
@@ -93,7 +94,8 @@ def test_gradients_reach_encoder_and_not_codebook(vocab, real_cfg):
     assert not any(l.shape == vocab.embeddings.shape for l in opt_leaves)   # not in Adam state
 
 
-def test_codebook_bit_identical_after_steps(vocab, real_cfg):
+@pytest.mark.fashion_mnist
+def test_codebook_bit_identical_after_steps(vocab, real_cfg, tmp_path):
     from train.spae import build_arrays
 
     ts = TrainState(real_cfg, vocab.embeddings, rngs=nnx.Rngs(0))
@@ -101,7 +103,7 @@ def test_codebook_bit_identical_after_steps(vocab, real_cfg):
     before_enc = [np.asarray(a).copy() for a in jax.tree.leaves(nnx.state(ts.model.encoder, nnx.Param))]
     mesh = trainlib.make_mesh(1)
     fn = StepFn(ts, real_cfg, mesh)
-    arrays = build_arrays(real_cfg, vocab, "/tmp")
+    arrays = build_arrays(real_cfg, vocab, str(tmp_path))   # caches semantic_targets.npz there
     for i in range(3):
         m = fn(trainlib.shard_batch({k: v[8 * i:8 * i + 8] for k, v in arrays.items()}, mesh))
     assert np.isfinite(float(m["loss"]))

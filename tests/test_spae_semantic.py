@@ -31,6 +31,7 @@ def fmnist():
     return x[:300], y[:300], list(fashion_mnist.CLASS_NAMES)
 
 
+@pytest.mark.fashion_mnist
 def test_relevance_topk_equals_a_direct_computation(clip, fmnist):
     images = fmnist[0][:20]
     text = semantic.token_text_embeddings(clip, WORDS)
@@ -64,6 +65,7 @@ def _targets(clip, fmnist, words_mode, tmp_path, words=WORDS):
     return spae_train.semantic_targets(cfg, vocab, x, y, names, str(tmp_path))
 
 
+@pytest.mark.fashion_mnist
 def test_known_words_restrict_the_targets_and_they_name_the_class(clip, fmnist, tmp_path):
     ids, prob = _targets(clip, fmnist, "known", tmp_path / "known")
     chosen = {WORDS[i] for i in np.unique(ids)}
@@ -78,6 +80,7 @@ def test_known_words_restrict_the_targets_and_they_name_the_class(clip, fmnist, 
     assert {WORDS[i] for i in np.unique(ids_all)} - clip.known_words       # unknown words do appear
 
 
+@pytest.mark.fashion_mnist
 def test_known_words_need_a_model_that_lists_them(clip, fmnist, tmp_path, monkeypatch):
     monkeypatch.setattr(clip, "known_words", None)
     import backbones

@@ -49,6 +49,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.fashion_mnist
 def test_sharded_step_equals_single_device(tmp_path):
     """One jit over a 4-device 'data' mesh gives the single-device losses (1e-5)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -90,6 +91,7 @@ def _final_state(workdir, cfg):
     return step, state, extra
 
 
+@pytest.mark.fashion_mnist
 def test_kill_and_resume_equals_uninterrupted(runs, tiny_cfg):
     full, resumed = runs
     s1, a, e1 = _final_state(full, tiny_cfg)
@@ -104,6 +106,7 @@ def test_kill_and_resume_equals_uninterrupted(runs, tiny_cfg):
     assert [r["step"] for r in log] == [2, 4, 4, 6]      # step 4 re-run after the resume
 
 
+@pytest.mark.fashion_mnist
 def test_export_reload_and_truncated_pyramids(runs, tiny_cfg):
     from spae import load_tokenizer
     from visiondata import fashion_mnist
@@ -147,6 +150,7 @@ def test_full_size_config_by_eval_shape():
     assert len(cb) == 1                                               # codebook: frozen, held once
 
 
+@pytest.mark.fashion_mnist
 def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
     """At step 0 of a quantize ramp the decoder sees the continuous z; commit_layers="last"
     charges only the full pyramid's commitment. Both checked against a direct computation."""
@@ -201,6 +205,7 @@ def _entropy_step(tmp_path, **loss):
     return m, aux["targets"], model.codes(), cfg
 
 
+@pytest.mark.fashion_mnist
 def test_usage_entropy_term_in_the_step(tmp_path):
     """loss.entropy adds weight * mean over the chosen layers of usage_entropy_loss on their targets."""
     from spae.losses import usage_entropy_loss
@@ -210,6 +215,7 @@ def test_usage_entropy_term_in_the_step(tmp_path):
     np.testing.assert_allclose(m["entropy"], 0.3 * want, rtol=1e-4)
 
 
+@pytest.mark.fashion_mnist
 def test_usage_entropy_on_a_subset_of_positions(tmp_path):
     """loss.entropy_positions: each layer's targets are subsampled by spae.losses.subsample_positions
     with the key fold_in(key(seed), step), split per layer; layers that fit are used whole."""
@@ -226,6 +232,7 @@ def test_usage_entropy_on_a_subset_of_positions(tmp_path):
     np.testing.assert_allclose(m["entropy"], want, rtol=1e-4)
 
 
+@pytest.mark.fashion_mnist
 def test_random_prefix_decodes_one_drawn_depth_per_image(tmp_path):
     """loss.random_prefix: besides decode_layers, each image is decoded from the prefix of a depth
     drawn from 1..L-1 with fold_in(fold_in(key(seed), step), RANDOM_PREFIX_STREAM)."""
@@ -247,6 +254,7 @@ def test_random_prefix_decodes_one_drawn_depth_per_image(tmp_path):
     assert "psnr_1" not in m
 
 
+@pytest.mark.fashion_mnist
 def test_decoder_stage_keeps_every_token(runs, tiny_cfg, tmp_path):
     """train.trainable='decoder' from a trained checkpoint: the exported encoder (hence every token
     of every image) is bit-identical to the one it started from; the decoder has moved."""
@@ -276,6 +284,7 @@ def test_decoder_stage_keeps_every_token(runs, tiny_cfg, tmp_path):
         np.testing.assert_array_equal(l0, l1)
 
 
+@pytest.mark.fashion_mnist
 def test_decoder_stage_errors(runs, tmp_path):
     cfg = trainlib.load_config(TINY)
     cfg.train.update(trainable="decoder")
