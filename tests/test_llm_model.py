@@ -124,6 +124,20 @@ def test_causality_and_padding_do_not_leak():
     a = _logits(model, [3, 4, 5, 6, 7])
     b = _logits(model, [3, 4, 5, 60, 70])
     np.testing.assert_allclose(a[:3], b[:3], atol=1e-6)   # later tokens never affect earlier logits
+    # Padding, as backbones.llm.api lays out a batch: left pads (valid=False, position 0) before the real
+    # tokens [3, 4, 5] at positions 0..2. Whatever ids the pads hold, the real positions' logits are the
+    # same, and equal those of [3, 4, 5] alone.
+    alone = _logits(model, [3, 4, 5])
+    tokens = jnp.asarray([[1, 2, 3, 4, 5], [60, 70, 3, 4, 5]], jnp.int32)
+    positions = jnp.asarray([[0, 0, 0, 1, 2]] * 2)
+    valid = jnp.asarray([[False, False, True, True, True]] * 2)
+    out = np.asarray(model(tokens, positions, valid)[0])
+    assert np.isfinite(out[:, 2:]).all()
+    np.testing.assert_allclose(out[0, 2:], out[1, 2:], atol=1e-6)
+    np.testing.assert_allclose(out[:, 2:], np.stack([alone, alone]), atol=1e-5)
+    # the test can see a leak: the same pad ids attended to (valid=True) do move the real logits
+    seen = np.asarray(model(tokens, positions, jnp.ones_like(valid))[0])
+    assert np.abs(seen[0, 2:] - seen[1, 2:]).max() > 1e-3
 
 
 def test_cache_decoding_equals_full_forward():
