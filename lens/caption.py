@@ -49,13 +49,14 @@ def _default_decode():
 class Captioner:
     def __init__(self, model: CaptionerModel, vocab: CaptionVocab, decode: Callable[[list[int]], str] | None = None,
                  meta: dict | None = None, vision=None):
-        """`vision`: for a features captioner, the loaded frozen backbone (default: load_vision(cfg.backbone)
-        on first use)."""
+        """`vision`: a loaded frozen backbone to reuse when it is the one a features captioner reads
+        (cfg.backbone); otherwise, and by default, load_vision(cfg.backbone) on first use."""
         if model.cfg.vocab_size != len(vocab):
             raise ValueError(f"model vocab_size {model.cfg.vocab_size} != vocabulary size {len(vocab)}")
         self.model, self.vocab, self.meta = model, vocab, dict(meta or {})
         self._decode = decode
-        self._vision = vision
+        same = vision is not None and getattr(getattr(vision, "config", None), "name", None) == model.cfg.backbone
+        self._vision = vision if same and model.cfg.encoder == "features" else None
         self._graphdef, self._state = nnx.split(model)
 
     @property
@@ -155,10 +156,15 @@ class Captioner:
         return [list(dict.fromkeys(t)) for t in out] if unique else out
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike):
+    def save(self, directory: str | os.PathLike, dtype: str | None = None):
+        """Write captioner.json and params.safetensors; `dtype="float16"` halves the file (loading casts
+        back to float32)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        save_file(_flat_params(self.model), str(d / "params.safetensors"))
+        params = _flat_params(self.model)
+        if dtype is not None:
+            params = {k: v.astype(dtype) for k, v in params.items()}
+        save_file(params, str(d / "params.safetensors"))
         meta = {"config": self.cfg.to_dict(), "llm_ids": self.vocab.llm_ids.tolist(), "meta": self.meta}
         (d / "captioner.json").write_text(json.dumps(meta, indent=1))
 
@@ -190,6 +196,7 @@ class Captioner:
         for (p, leaf), name in zip(leaves, names):
             if tuple(leaf.shape) != stored[name].shape:
                 raise ValueError(f"{weights}: {name} has shape {stored[name].shape}, config expects {leaf.shape}")
-        values = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
+        values = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n], leaf.dtype)
+                                                        for (_, leaf), n in zip(leaves, names)])
         nnx.update(model, values)
         return cls(model, CaptionVocab(meta["llm_ids"]), decode, meta.get("meta"), vision=vision)

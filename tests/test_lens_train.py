@@ -137,7 +137,7 @@ def test_features_captioner_resume_is_exact_and_reads_images(few_emoji, tmp_path
     from train.captioner import frozen_backbone, real_pairs, train
 
     tok = WordTokenizer()
-    straight = train(real_cfg(), str(tmp_path / "a"), tokenizer=tok, quiet=True)
+    straight = train(real_cfg(), str(tmp_path / "a"), tokenizer=tok, quiet=False)   # prints val captions too
     train(real_cfg(), str(tmp_path / "b"), stop_after=2, tokenizer=tok, quiet=True)
     again = train(real_cfg(), str(tmp_path / "b"), tokenizer=tok, quiet=True)
     np.testing.assert_allclose(again["loss"], straight["loss"], rtol=1e-6)

@@ -232,7 +232,8 @@ def train(cfg, workdir: str, stop_after: int | None = None, tokenizer=None, quie
     export_dir = os.path.join(workdir, "export")
     cap.save(export_dir)
     if not quiet and len(va_images):
-        for img_caps, pred in zip(va_caps[:4], cap.caption(va_images[:4])):
+        preds = cap.caption(**{"features" if mcfg.encoder == "features" else "images": va_images[:4]})
+        for img_caps, pred in zip(va_caps[:4], preds):
             print(f"  pred: {pred!r}\n  ref:  {img_caps[0]!r}", file=sys.stderr)
     last["wall_s"] = time.time() - t0
     last["export"] = export_dir
