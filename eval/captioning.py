@@ -141,7 +141,7 @@ def evaluate_real(args, cap, llm) -> list[dict]:
         from backbones import load_vision
 
         vision = load_vision("efficientnet-lite0")
-    nearest = NearestCaption(args.out) if args.baselines else None
+    nearest = NearestCaption(args.features_cache or args.out) if args.baselines else None
     previous = Captioner.load("scenes", decode=llm.decode) if args.baselines else None
     rows = []
     for name in args.dataset.split(","):
@@ -200,6 +200,8 @@ def main(argv=None):
                    "fluent-modern[:heldout], tuxpaint[:white|photos] (default: synthetic scenes)")
     p.add_argument("--baselines", action="store_true",
                    help="with --dataset: also the nearest training caption and the shipped scenes captioner")
+    p.add_argument("--features_cache", default="", help="with --baselines: a folder whose features/ caches the "
+                   "training pictures' backbone features (e.g. the captioner's workdir; default --out)")
     p.add_argument("--table", default="", help="with --dataset: write the result table (Markdown) here")
     p.add_argument("--split", default="test", choices=["test", "heldout", "train"])
     p.add_argument("--seed", type=int, default=1000)

@@ -1,16 +1,19 @@
 """`Lens`: vision modules describe an image in text; the frozen LLM reasons over that text.
 
     from lens import Lens
-    lens = Lens.load()                                 # offline defaults: SmolLM2, repo CLIP, shipped captioner
-    lens = Lens.load(vision="efficientnet-lite0", clip=None, captioner="none")   # real photos: ImageNet tags
+    lens = Lens.load()                                 # offline defaults: SmolLM2, repo CLIP, scenes captioner
+    lens = Lens.load(vision="efficientnet-lite0")      # real pictures: ImageNet tags, LiT, the real captioner
+    lens = Lens.load(vision="efficientnet-lite0", clip=None, captioner="none")   # ImageNet tags alone
     out = lens(images, ["What color is the circle?"])  # images uint8 (B, H, W, 3)
     out[0] -> {"tags": [...], "attributes": [...], "captions": [...], "prompt": str, "answer": str | None,
                "sources": {"tags": [model per tag], "attributes": model or None, "captions": model or None}}
 
 Vision modules: the ImageNet tagger (`lens.imagenet_tagger`, the frozen real-photo backbone), a
 contrastive model scoring tag and attribute vocabularies (`load_clip()`: LiT on that backbone,
-or the older stand-in "offline"), and the captioner trained on the synthetic scenes (on a photo it
-describes shapes that are not there). Every output names the model that said it.
+or the older stand-in "offline"), and a captioner: with `vision`, the one trained on real pictures
+(emoji, Tux Paint stamps, scenes) over the same frozen backbone's features; without, the one trained
+on the synthetic scenes from pixels (on a photo it describes shapes that are not there). Every output
+names the model that said it.
     lens.classify(images, ["t-shirt", "trouser", ...]) -> (B, C) summed log-probs of each label
 """
 from __future__ import annotations
@@ -46,9 +49,10 @@ class Lens:
              top_k_tags: int = 5, top_k_attributes: int = 3, tag_threshold: float = 0.02,
              attribute_threshold: float = 0.02, **kwargs) -> "Lens":
         """Everything offline by default. `llm`/`clip` take names, paths or loaded models; `captioner` a
-        directory written by `train.captioner` (default: the shipped lens/pretrained/captioner) or a
-        `Captioner` ("none": no captions); clip=None skips tags and attributes. `vision` (a name such as
-        "efficientnet-lite0", a .pth path or a loaded backbone) adds the ImageNet tagger for real photos."""
+        directory written by `train.captioner`, a shipped name ("scenes", "real") or a `Captioner` ("none":
+        no captions; default: "real" with `vision`, else "scenes"); clip=None skips tags and attributes.
+        `vision` (a name such as "efficientnet-lite0", a .pth path or a loaded backbone) adds the ImageNet
+        tagger for real photos."""
         from lens.build_vocab import load_attributes, load_tags
         from lens.caption import Captioner
         from lens.tagging import VocabScorer
@@ -57,10 +61,15 @@ class Lens:
             from backbones import load_llm
 
             llm = load_llm(llm)
+        if isinstance(vision, str):
+            from backbones import load_vision
+
+            vision = load_vision(vision)
         if captioner == "none":
             captioner = None
         elif not isinstance(captioner, Captioner):
-            captioner = Captioner.load(captioner, decode=llm.decode)
+            name = captioner or ("real" if vision is not None else "scenes")
+            captioner = Captioner.load(name, decode=llm.decode, vision=vision)  # shares the tagger's backbone
         tagger = attributer = None
         if clip is not None:
             if isinstance(clip, str):
@@ -81,10 +90,6 @@ class Lens:
         if vision is not None:
             from lens.imagenet_tagger import ImageNetTagger
 
-            if isinstance(vision, str):
-                from backbones import load_vision
-
-                vision = load_vision(vision)
             photo_tagger = ImageNetTagger(vision)
         return cls(llm, captioner, tagger, attributer, photo_tagger=photo_tagger, **kwargs)
 

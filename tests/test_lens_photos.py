@@ -65,7 +65,7 @@ def test_describe_names_what_is_in_real_photos(photo_lens):
     assert "cat" in cat["answer"] and "espresso" in coffee["answer"]
 
 
-def test_toy_models_run_beside_and_say_which_is_which(smollm2):
+def test_all_modules_run_beside_and_say_which_is_which(smollm2):
     from lens.pipeline import Lens
 
     lens = Lens.load(llm=smollm2, vision="efficientnet-lite0", num_captions=1)
@@ -73,7 +73,9 @@ def test_toy_models_run_beside_and_say_which_is_which(smollm2):
     sources = out["sources"]["tags"]
     assert sources[0] == "imagenet:efficientnet-lite0" and "clip:lit" in sources
     assert sources.index("clip:lit") > sources.count("imagenet:efficientnet-lite0") - 1
-    assert out["sources"]["captions"] == "toy captioner" and len(out["captions"]) == 1
+    # with `vision`, captions come from the captioner trained on real pictures over the same backbone
+    assert out["sources"]["captions"] == "captioner on efficientnet-lite0" and len(out["captions"]) == 1
+    assert lens.captioner.vision is lens.photo_tagger.backbone      # one compiled backbone, not two
 
 
 def run_cli(*args):
