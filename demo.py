@@ -6,6 +6,7 @@
    the bits per pixel of each depth beside JPEG and WebP files of the same bytes;
 4. LENS describes real photos (ImageNet tags from the frozen EfficientNet-Lite backbone) and a
    synthetic scene (the repo's own contrastive model and captioner) in text, and the LLM answers;
+   the captioner trained on real pictures names emoji drawn in a style it never saw;
 5. a small head-to-head: 2-way 1-shot in-context classification with the image given to the
    frozen LLM as SPAE tokens, as LENS text, or as random tokens (the chance control), on the
    same episodes.
@@ -188,6 +189,7 @@ def step_lens(state) -> None:
               f"         Q: {question}  A: {out['answer']}")
         images.append(photos.load(size=128)[photos.NAMES.index(name)])
         texts.append(", ".join(out["tags"][:3]) + f" -> {out['answer']}")
+    caption_fluent_emoji(llm, photo_lens.photo_tagger.backbone)
     toy_lens = state["lens"] = Lens.load(llm=llm, clip=state.get("clip", "default"))
     scene = scenes.generate(1, size=64, seed=7, split="test")
     (q, truth) = scene.qa[0][0]
@@ -198,6 +200,23 @@ def step_lens(state) -> None:
     texts.append("; ".join(out["captions"][:1] + out["tags"][:2]))
     Image.fromarray(preview.contact_sheet(np.stack(images), texts, cols=len(images))).save(os.path.join(OUT, "lens.png"))
     print(f"  LENS text beside the images -> {OUT}/lens.png")
+
+
+def caption_fluent_emoji(llm, backbone) -> None:
+    """The captioner trained on real pictures, on emoji drawn in the Fluent style it never saw."""
+    from lens.caption import Captioner
+    from visiondata import emoji
+    from visiondata.errors import DataError
+
+    try:
+        fluent = emoji.load(style="fluent-flat", split="train")
+    except DataError as e:
+        print(f"  (Fluent emoji not set up, so no captions of them: {str(e).splitlines()[0]})")
+        return
+    cap = Captioner.load("real", decode=llm.decode, vision=backbone)
+    pick = sorted(np.random.default_rng(0).choice(len(fluent.names), 3, replace=False))  # not hand-picked
+    for i, text in zip(pick, cap.caption(fluent.images[pick])):
+        print(f"  Fluent emoji '{fluent.names[i]}' (a style no model trained on): captioner says {text!r}")
 
 
 def step_headtohead(state) -> None:
