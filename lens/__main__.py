@@ -5,8 +5,9 @@
 
 By default the ImageNet backbone (EfficientNet-Lite0) tags the image with its top classes and
 their WordNet hypernyms. `--all-modules` adds the contrastive model's tags and attributes over
-LENS's vocabularies (`--clip`, default load_clip(): LiT on the same backbone) and the captioner,
-trained on synthetic scenes only; each line of output names the model that said it.
+LENS's vocabularies (`--clip`, default load_clip(): LiT on the same backbone) and the captioner
+trained on emoji, Tux Paint stamps and synthetic scenes over the same backbone (not on camera
+photos: there its captions are unreliable); each line of output names the model that said it.
 """
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def main(argv=None) -> int:
     d.add_argument("--vision", default="efficientnet-lite0",
                    help="ImageNet backbone for real-photo tags: efficientnet-lite0/1/2, a .pth path, or 'none'")
     d.add_argument("--all-modules", action="store_true",
-                   help="also run the contrastive tagger/attributer and the captioner (trained on synthetic scenes)")
-    d.add_argument("--captioner", default=None, help="with --all-modules: captioner export dir (default: the shipped one)")
+                   help="also run the contrastive tagger/attributer and the captioner (with --vision: the one "
+                        "trained on emoji, Tux Paint and scenes over the backbone; with --vision none: the scenes one)")
+    d.add_argument("--captioner", default=None, help="with --all-modules: captioner export dir or shipped name (real, scenes)")
     d.add_argument("--clip", default="default",
                    help="with --all-modules: contrastive model ('default': LiT, 'offline', a path); 'none' skips it")
     d.add_argument("--llm", default="smollm2-135m")

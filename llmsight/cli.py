@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--vision", default="efficientnet-lite0", help="ImageNet backbone, a .pth path, or 'none'")
     d.add_argument("--all-modules", action="store_true", help="also the contrastive tagger/attributer and captioner")
     d.add_argument("--clip", default="default", help="with --all-modules: contrastive model name or path")
-    d.add_argument("--captioner", default=None, help="with --all-modules: captioner export dir")
+    d.add_argument("--captioner", default=None, help="with --all-modules: captioner export dir or shipped name (default real; scenes)")
     d.add_argument("--llm", default="smollm2-135m")
     d.add_argument("--num_captions", type=int, default=5)
     d.add_argument("--show_prompt", action="store_true")
