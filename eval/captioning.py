@@ -100,15 +100,22 @@ class NearestCaption:
     """The caption of the nearest training picture by the default contrastive model's image tower: the
     baseline a captioner must beat (it can only repeat captions it has seen)."""
 
-    def __init__(self, cache_dir: str):
+    def __init__(self, clip, features: np.ndarray, captions: list[list[str]]):
+        """clip: a LiT model (encode_features); features (M, F): the training pictures' backbone features."""
+        self.clip = clip
+        self.pool = clip.encode_features(features)            # (M, D) unit rows
+        self.captions = [c[0] for c in captions]
+
+    @classmethod
+    def from_training_pairs(cls, cache_dir: str) -> "NearestCaption":
+        """Over the pairs of train/configs/captioner_real.py (features cached under cache_dir/features)."""
         from backbones import load_clip
         from train.captioner import real_features
         from train.configs.captioner_real import get_config
 
-        self.clip = load_clip()
-        feats, caps = real_features(get_config(), "train", cache_dir, backbone=self.clip.vision_backbone)
-        self.pool = self.clip.encode_features(feats)          # (M, D) unit rows
-        self.captions = [c[0] for c in caps]
+        clip = load_clip()
+        feats, caps = real_features(get_config(), "train", cache_dir, backbone=clip.vision_backbone)
+        return cls(clip, feats, caps)
 
     def __call__(self, features: np.ndarray) -> list[str]:
         """Backbone features (B, F) -> the nearest training picture's first caption, per row."""
@@ -141,7 +148,7 @@ def evaluate_real(args, cap, llm) -> list[dict]:
         from backbones import load_vision
 
         vision = load_vision("efficientnet-lite0")
-    nearest = NearestCaption(args.features_cache or args.out) if args.baselines else None
+    nearest = NearestCaption.from_training_pairs(args.features_cache or args.out) if args.baselines else None
     previous = Captioner.load("scenes", decode=llm.decode) if args.baselines else None
     rows = []
     for name in args.dataset.split(","):

@@ -206,3 +206,48 @@ def test_overfits_two_captions_and_save_load(tmp_path):
     assert again.caption(x, beam=3) == caps
     with pytest.raises(FileNotFoundError, match="train.captioner"):
         Captioner.load(tmp_path / "nothing")
+
+
+# ----------------------------------------------------------------------------- captioning real pictures
+
+def test_feature_encoder_shapes_and_messages():
+    cfg = CaptionerConfig(vocab_size=10, encoder="features", backbone="efficientnet-lite0", feature_dim=12,
+                          feature_tokens=3, width=16, heads=2, decoder_layers=1)
+    assert cfg.num_image_tokens == 3
+    model = CaptionerModel(cfg, rngs=nnx.Rngs(0))
+    logits = model(jnp.ones((2, 12)), jnp.zeros((2, 5), jnp.int32))
+    assert logits.shape == (2, 5, 10)
+    with pytest.raises(ValueError, match=r"\(B, 12\)"):
+        model(jnp.ones((2, 8, 8, 3)), jnp.zeros((2, 5), jnp.int32))
+    with pytest.raises(ValueError, match="feature_dim"):
+        CaptionerConfig(vocab_size=10, encoder="features", backbone="efficientnet-lite0")
+    with pytest.raises(ValueError, match="'cnn' or 'features'"):
+        CaptionerConfig(vocab_size=10, encoder="vit")
+
+
+def test_float16_save_loads_back_as_float32(tmp_path):
+    cfg = CaptionerConfig(vocab_size=6, encoder="features", backbone="efficientnet-lite0", feature_dim=8,
+                          feature_tokens=2, width=16, heads=2, decoder_layers=1, max_len=6)
+    cap = Captioner(CaptionerModel(cfg, rngs=nnx.Rngs(1)), CaptionVocab([11, 12]), decode=str)
+    cap.save(tmp_path, dtype="float16")
+    back = Captioner.load(tmp_path, decode=str)
+    a, b = nnx.state(cap.model, nnx.Param), nnx.state(back.model, nnx.Param)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert y.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.emoji
+def test_nearest_caption_baseline_closed_case():
+    """A training picture is its own nearest neighbour, so the baseline returns its caption exactly."""
+    from backbones import load_clip
+    from eval.captioning import NearestCaption
+    from visiondata import emoji
+
+    es = emoji.load(style="google", split="train")
+    pick = [0, 40, 300, 900]
+    clip = load_clip()
+    feats = clip.image_features(es.images[pick])
+    caps = [emoji.captions_for(es.concepts[i]) for i in pick]
+    nearest = NearestCaption(clip, feats, caps)
+    assert nearest(feats[::-1]) == [c[0] for c in caps[::-1]]
