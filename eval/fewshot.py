@@ -380,12 +380,14 @@ def make_coder(method: str, llm, layers: int, tokenizer_dir: str | None, seed: i
 
 
 def lens_vision_name(lens) -> str:
-    """The vision models of a Lens, e.g. "clip:offline" or "imagenet:efficientnet-lite0+clip:lit"."""
+    """The vision models of a Lens, e.g. "clip:offline" or "imagenet:efficientnet-lite0+clip:lit", with
+    "+captioner on efficientnet-lite0" when it captions."""
     from lens.pipeline import clip_label
 
     parts = [lens.photo_tagger.name] if lens.photo_tagger is not None else []
     scorer = lens.tagger or lens.attributer
     parts += [clip_label(scorer.clip)] if scorer is not None else []
+    parts += [lens.captioner.label] if lens.captioner is not None else []
     return "+".join(parts) or "none"
 
 
