@@ -173,9 +173,9 @@ class Captioner:
              vision=None) -> "Captioner":
         """A directory written by `train.captioner` (its export/), or a shipped name: "scenes" (the default,
         synthetic scenes from pixels) or "real" (emoji, Tux Paint stamps and scenes, on frozen
-        EfficientNet-Lite features)."""
-        d = SHIPPED[directory] if isinstance(directory, str) and directory in SHIPPED else \
-            Path(directory) if directory is not None else DEFAULT_DIR
+        EfficientNet-Lite features). A folder of that name in the working directory wins over the name."""
+        shipped = isinstance(directory, str) and directory in SHIPPED and not os.path.isdir(directory)
+        d = SHIPPED[directory] if shipped else Path(directory) if directory is not None else DEFAULT_DIR
         spec, weights = d / "captioner.json", d / "params.safetensors"
         if not spec.is_file() or not weights.is_file():
             raise FileNotFoundError(
