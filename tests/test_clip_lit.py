@@ -98,3 +98,32 @@ def test_default_model_is_lit_and_names_held_out_concepts():
     assert clip.backbone_name == "efficientnet-lite0" and "LiT" in clip.info["note"]
     row = evaluate("lit", "emoji-heldout")
     assert row["classes"] == 368 and row["top5"] >= 0.35, row
+
+
+@pytest.mark.tuxpaint
+def test_tuxpaint_category_source_groups_stamps_by_their_folder(tmp_path):
+    """The opt-in `tuxpaint_categories` source: same pictures as `tuxpaint`, texts and positive groups by
+    category, checked against the loader's own categories."""
+    import types
+
+    from train.configs.contrastive_lit import get_config
+    from train.lit_data import TUXPAINT_TEMPLATES, tuxpaint_source
+    from visiondata import tuxpaint
+
+    class RowIndex:                       # stands in for the backbone: feature = the picture's index
+        config = types.SimpleNamespace(name="row-index")
+
+        def embed(self, images):
+            return np.arange(len(images), dtype=np.float32)[:, None]
+
+    cfg = get_config().data.tuxpaint
+    cfg.update(backgrounds=("white",))
+    by_name = tuxpaint_source(cfg, RowIndex(), str(tmp_path))
+    by_cat = tuxpaint_source(cfg, RowIndex(), str(tmp_path), by="category")
+    cats = tuxpaint.load(split="train", size=cfg.size, background="white").categories
+    assert by_cat.name == "tuxpaint_categories" and len(by_cat) == len(by_name) == len(cats)
+    np.testing.assert_array_equal(by_cat.features, by_name.features)
+    assert by_cat.groups == [f"tuxcat:{c}" for c in cats]
+    assert by_cat.texts[0] == [t.format(cats[0]) for t in TUXPAINT_TEMPLATES]
+    assert len(set(by_cat.groups)) == len(set(cats)) < len(set(by_name.groups))
+    assert get_config().data.batch.tuxpaint_categories == 0          # the shipped model trains without it

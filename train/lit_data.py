@@ -68,16 +68,22 @@ def emoji_source(cfg, backbone, workdir) -> PairSource:
     return PairSource("emoji", np.concatenate(feats), texts, groups)
 
 
-def tuxpaint_source(cfg, backbone, workdir) -> PairSource:
+def tuxpaint_source(cfg, backbone, workdir, by: str = "name") -> PairSource:
+    """Tux Paint training stamps named by their caption and name (`by="name"`: one group per stamp name),
+    or by their category folder (`by="category"`: "animals", "town", ...; one group per category)."""
     from visiondata import tuxpaint
 
     feats, texts, groups = [], [], []
     for background in cfg.backgrounds:
         ts = tuxpaint.load(split="train", size=cfg.size, background=background, seed=0)
         feats.append(cached_features(backbone, ts.images, workdir, f"tuxpaint-{background}"))
-        texts += [[cap] + [t.format(n) for t in TUXPAINT_TEMPLATES] for cap, n in zip(ts.captions, ts.names)]
-        groups += [f"tux:{n}" for n in ts.names]
-    return PairSource("tuxpaint", np.concatenate(feats), texts, groups)
+        if by == "category":
+            texts += [[t.format(c) for t in TUXPAINT_TEMPLATES] for c in ts.categories]
+            groups += [f"tuxcat:{c}" for c in ts.categories]
+        else:
+            texts += [[cap] + [t.format(n) for t in TUXPAINT_TEMPLATES] for cap, n in zip(ts.captions, ts.names)]
+            groups += [f"tux:{n}" for n in ts.names]
+    return PairSource("tuxpaint" if by == "name" else "tuxpaint_categories", np.concatenate(feats), texts, groups)
 
 
 def fmnist_source(cfg, backbone, workdir) -> PairSource:
@@ -133,6 +139,7 @@ def build_sources(cfg, backbone, workdir: str) -> dict[str, PairSource]:
     builders = {
         "emoji": lambda: emoji_source(d.emoji, backbone, workdir),
         "tuxpaint": lambda: tuxpaint_source(d.tuxpaint, backbone, workdir),
+        "tuxpaint_categories": lambda: tuxpaint_source(d.tuxpaint, backbone, workdir, by="category"),
         "fmnist": lambda: fmnist_source(d.fmnist, backbone, workdir),
         "scenes": lambda: scenes_source(d.scenes, backbone, workdir, cfg.seed),
         "imagenet": lambda: imagenet_source(backbone),

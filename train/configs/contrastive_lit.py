@@ -23,7 +23,7 @@ def get_config():
         loss="clip",
         data=Config(
             context_length=24,
-            batch=Config(emoji=128, tuxpaint=32, fmnist=32, scenes=32, imagenet=96),
+            batch=Config(emoji=128, tuxpaint=32, tuxpaint_categories=0, fmnist=32, scenes=32, imagenet=96),
             emoji=Config(styles=("google", "twitter"), size=64),
             tuxpaint=Config(backgrounds=("white", "photos"), size=96),
             fmnist=Config(limit=6000, size=32, aliases=True),
