@@ -93,7 +93,7 @@ def test_lens_models_follow_the_dataset(monkeypatch):
     calls = []
 
     class FakeLens:
-        photo_tagger = tagger = attributer = None
+        photo_tagger = tagger = attributer = captioner = None
 
         @classmethod
         def load(cls, **kw):
