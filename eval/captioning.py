@@ -107,14 +107,15 @@ class NearestCaption:
         self.captions = [c[0] for c in captions]
 
     @classmethod
-    def from_training_pairs(cls, cache_dir: str) -> "NearestCaption":
-        """Over the pairs of train/configs/captioner_real.py (features cached under cache_dir/features)."""
+    def from_training_pairs(cls, cache_dir: str, backbone=None) -> "NearestCaption":
+        """Over the pairs of train/configs/captioner_real.py (features cached under cache_dir/features);
+        `backbone`: an already loaded EfficientNet-Lite0 to reuse (default: the contrastive model's)."""
         from backbones import load_clip
         from train.captioner import real_features
         from train.configs.captioner_real import get_config
 
         clip = load_clip()
-        feats, caps = real_features(get_config(), "train", cache_dir, backbone=clip.vision_backbone)
+        feats, caps = real_features(get_config(), "train", cache_dir, backbone=backbone or clip.vision_backbone)
         return cls(clip, feats, caps)
 
     def __call__(self, features: np.ndarray) -> list[str]:
@@ -148,7 +149,7 @@ def evaluate_real(args, cap, llm) -> list[dict]:
         from backbones import load_vision
 
         vision = load_vision("efficientnet-lite0")
-    nearest = NearestCaption.from_training_pairs(args.features_cache or args.out) if args.baselines else None
+    nearest = NearestCaption.from_training_pairs(args.features_cache or args.out, vision) if args.baselines else None
     previous = Captioner.load("scenes", decode=llm.decode) if args.baselines else None
     rows = []
     for name in args.dataset.split(","):
