@@ -234,7 +234,7 @@ def test_tiny_gguf_equals_transformers_across_local_and_global_layers(tmp_path):
     assert (ours_cfg.rope_local_base, ours_cfg.query_pre_attn_scalar) == (1e4, 8.0)
     from backbones.llm.api import _build
 
-    model = _build(ours_cfg, params, jnp.float32)
+    model, _ = _build(ours_cfg, params, jnp.float32, "fp32")
     ids = list(np.random.default_rng(1).integers(0, 300, 13))      # longer than the window
     with torch.no_grad():
         expected = ref(torch.tensor([ids])).logits[0].numpy()

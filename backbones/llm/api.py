@@ -24,7 +24,8 @@ from tokenizers import Tokenizer
 from backbones.llm.config import LlamaConfig
 from backbones.llm.gemma3 import Gemma3, Gemma3Config, gemma3_270m_bytes, load_gguf_gemma3
 from backbones.llm.gguf_file import gguf_architecture
-from backbones.llm.model import KVCache, Llama, output_logits
+from backbones.llm.model import CONTRACTED_AXES, KVCache, Llama, output_logits
+from backbones.llm.quant import WEIGHT_FORMATS, is_lossless, store
 from backbones.llm.sampling import choose_next
 from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
 from backbones.llm.weights import load_gguf_llama, load_hf_llama
@@ -68,8 +69,9 @@ class FrozenLLM:
     """A frozen Llama-family LLM with its tokenizer; jitted forward, KV-cache generation, scoring."""
 
     def __init__(self, model: Llama | Gemma3, tokenizer: Tokenizer, chat: ChatTemplate, *, bos_id: int | None,
-                 eos_ids: Sequence[int], name: str = "llm", add_bos: bool = False):
+                 eos_ids: Sequence[int], name: str = "llm", add_bos: bool = False, weights: str = "fp32"):
         self.model = model
+        self.weights = weights          # storage format of the matrices (quant.WEIGHT_FORMATS)
         self.config: LlamaConfig | Gemma3Config = model.cfg
         # add_bos: every sequence the model reads starts with BOS (Gemma). `encode` never adds it
         # (pieces of text concatenate); logits, score and generate prepend it when it is missing.
@@ -242,7 +244,7 @@ class FrozenLLM:
         cache = _repeat_rows(cache, tokens.shape[0])
         h, cache = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
         h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)                    # (Q, 1, D)
-        logits = output_logits(h_last, model.embed, model.head)[:, 0]
+        logits = output_logits(h_last, model)[:, 0]
         return jax.nn.log_softmax(logits, axis=-1), cache
 
     @functools.partial(jax.jit, static_argnums=(0, 8))
@@ -251,7 +253,7 @@ class FrozenLLM:
         model = nnx.merge(self._graphdef, state)
         cache = _repeat_rows(cache, n)
         h, _ = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
-        logp = jax.nn.log_softmax(output_logits(h, model.embed, model.head), axis=-1)   # (Q*N, T, V)
+        logp = jax.nn.log_softmax(output_logits(h, model), axis=-1)   # (Q*N, T, V)
         return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
     # ------------------------------------------------------------------------- generation
@@ -352,30 +354,76 @@ class FrozenLLM:
     def __repr__(self) -> str:
         c = self.config
         return (f"FrozenLLM({self.name}: V={c.vocab_size}, D={c.dim}, L={c.n_layers}, heads={c.n_heads}/"
-                f"{c.n_kv_heads}, dtype={jnp.dtype(self.model.dtype).name})")
+                f"{c.n_kv_heads}, dtype={jnp.dtype(self.model.dtype).name}, weights={self.weights})")
 
 
-def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype) -> Llama | Gemma3:
-    """An NNX decoder whose parameters are the checkpoint's (shapes checked), without a random init."""
+def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype,
+           weights: str) -> tuple[Llama | Gemma3, str]:
+    """An NNX decoder whose parameters are the checkpoint's (shapes checked), without a random init.
+
+    dtype is the compute dtype (and that of the norm scales); `weights` the storage format of the
+    matrices (quant.WEIGHT_FORMATS), or 'int8-lossless': int8 where every matrix comes back within
+    float rounding (a GGUF's Q4/Q8 blocks do), else the compute dtype's own format. The embedding
+    table stays in `dtype` whatever the format: it is SPAE's codebook, and the input lookup reads one
+    row per token. A tied output head in a compact format gets its own (V, D) copy, `tied_head`.
+    -> (model, the format used)."""
     cls = Gemma3 if isinstance(cfg, Gemma3Config) else Llama
     model = nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0), dtype=dtype))
     expected = {k for k, v in vars(model).items() if isinstance(v, nnx.Param)}
     if set(params) != expected:
         raise ValueError(f"checkpoint parameters {sorted(params)} != model parameters {sorted(expected)}")
     for name, arr in params.items():
-        var = getattr(model, name)
-        if tuple(var.shape) != arr.shape:
-            raise ValueError(f"parameter {name}: checkpoint shape {arr.shape} != model {var.shape}")
-        var.set_value(jnp.asarray(arr, dtype=dtype))
-    return model
+        if tuple(getattr(model, name).shape) != arr.shape:
+            raise ValueError(f"parameter {name}: checkpoint shape {arr.shape} != model {getattr(model, name).shape}")
+    own = "bf16" if jnp.dtype(dtype) == jnp.bfloat16 else "fp32"
+    matrices = [n for n in params if n in CONTRACTED_AXES]
+    stored = {}
+    if weights == "int8-lossless":
+        stored = {n: store(params[n], "int8", CONTRACTED_AXES[n]) for n in matrices}
+        lossless = all(is_lossless(stored[n], params[n]) for n in matrices)
+        weights = "int8" if lossless else own
+        stored = stored if lossless else {}
+    # Storage other than the compute dtype's own: int8 always, bf16 under float32 compute.
+    if weights != own and not stored:
+        stored = {n: store(params[n], weights, CONTRACTED_AXES[n]) for n in matrices}
+    for name, arr in params.items():
+        keep = name == "embed" or name not in stored
+        getattr(model, name).set_value(jnp.asarray(arr, dtype=dtype) if keep else stored[name])
+    if cfg.tie_embeddings and "embed" in stored:
+        model.tied_head = nnx.Param(stored["embed"])
+    return model, weights
 
 
-def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32",
+def default_weights(dtype: str = "float32", platform: str | None = None) -> str:
+    """The storage format `load_llm(weights=None)` asks for: the fastest that holds quality here.
+
+    On CPU, 'int8-lossless': int8 decodes fastest (`python -m eval.bench_llm`), and where it
+    reproduces every matrix within float rounding (the Q4/Q8 GGUF files) it is the same model
+    (`python -m eval.llm_quality`: 10/10 greedy continuations, 100% top-1); a float checkpoint that
+    int8 would change keeps its float weights. bf16 storage is slow on XLA's CPU backend (its
+    bf16 -> f32 cast is not vectorised), so it is never the CPU default for float32 compute. bfloat16
+    compute stores bf16, and other platforms, where nothing has been measured, the dtype's own format."""
+    if str(dtype) == "bfloat16":
+        return "bf16"
+    return "int8-lossless" if (platform or jax.default_backend()) == "cpu" else "fp32"
+
+
+def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weights: str | None = None,
              softmax_plus_one: bool = False) -> FrozenLLM:
-    """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory."""
+    """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory.
+
+    dtype: compute dtype, 'float32' or 'bfloat16'. weights: storage of the decoder's matrices, 'fp32',
+    'bf16' or 'int8' (weight-only, per-channel scales, dequantised inside the jitted step); None picks
+    `default_weights(dtype)`. 'fp32' with dtype 'float32' is the checkpoint's exact float model."""
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(dtype))
     if jdtype is None:
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    if weights is None:
+        weights = default_weights(dtype)
+    elif weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {WEIGHT_FORMATS} or None, got {weights!r}")
+    if weights == "fp32" and jdtype == jnp.bfloat16:
+        raise ValueError("weights='fp32' with dtype='bfloat16' would store bfloat16: use weights='bf16'")
     path = Path(name_or_path)
     joined = name_or_path in JOINED_MODELS
     if name_or_path in NAMED_MODELS:
@@ -419,5 +467,6 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32",
     vocab = tokenizer.get_vocab()
     eos = list(eos) + [vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>") if t in vocab]
     cfg = cfg.replace(softmax_plus_one=softmax_plus_one)
-    model = _build(cfg, params, jdtype)
-    return FrozenLLM(model, tokenizer, chat, bos_id=bos, eos_ids=eos, name=str(name_or_path), add_bos=add_bos)
+    model, weights = _build(cfg, params, jdtype, weights)
+    return FrozenLLM(model, tokenizer, chat, bos_id=bos, eos_ids=eos, name=str(name_or_path), add_bos=add_bos,
+                     weights=weights)

@@ -29,7 +29,8 @@ import numpy as np
 from flax import nnx
 
 from backbones.llm.gguf_file import read_gguf_fast
-from backbones.llm.model import KVCache, attention_weights, output_logits, rms_norm, rope
+from backbones.llm.model import KVCache, attention_weights, output_logits, rms_norm, rope, scan_layers, stored, with_new_keys
+from backbones.llm.quant import project, table_rows
 from backbones.llm.weights import CheckpointError, _expect, dequantize
 
 
@@ -164,10 +165,12 @@ class Gemma3(nnx.Module):
             setattr(self, name, nnx.Param(value))
         self.final_norm = nnx.Param(jnp.ones((cfg.dim,), dtype))
         self.head = None if cfg.tie_embeddings else nnx.Param(init(rngs.params(), (cfg.dim, cfg.vocab_size), dtype))
+        self.tied_head = nnx.data(None)   # set by the loader to a compact copy of `embed` (quant.py), or left None
 
     def _block(self, x, p, local, positions, k_cache, v_cache, slot, masks):
         """One decoder block. x (B, T, D); p this layer's parameters; local () bool;
-        k_cache/v_cache (B, S, K, E) or None; masks (global, local) each (B, T, S)."""
+        k_cache/v_cache (B, S, K, E) past slots or None; masks (global, local) each (B, T, S).
+        -> (x, this step's keys, values (B, T, K, E))."""
         cfg = self.cfg
         B, T, _ = x.shape
         G = cfg.n_heads // cfg.n_kv_heads
@@ -175,29 +178,25 @@ class Gemma3(nnx.Module):
         pos = positions.astype(jnp.float32) / jnp.where(local, 1.0, cfg.rope_scale)   # (B, T)
 
         h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-        q = rms_norm(jnp.einsum("BTD,DHE->BTHE", h, p["wq"]), p["q_norm"], cfg.norm_eps)
-        k = rms_norm(jnp.einsum("BTD,DKE->BTKE", h, p["wk"]), p["k_norm"], cfg.norm_eps)
-        v = jnp.einsum("BTD,DKE->BTKE", h, p["wv"])
+        q = rms_norm(project("BTD,DHE->BTHE", h, p["wq"]), p["q_norm"], cfg.norm_eps)
+        k = rms_norm(project("BTD,DKE->BTKE", h, p["wk"]), p["k_norm"], cfg.norm_eps)
+        v = project("BTD,DKE->BTKE", h, p["wv"])
         q, k = rope(q, pos, base), rope(k, pos, base)
-        if k_cache is None:
-            k_all, v_all = k, v
-        else:
-            k_all = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, slot, 0, 0))
-            v_all = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, slot, 0, 0))
+        k_all, v_all = with_new_keys(k_cache, v_cache, k, v, slot)
         q = q.reshape(B, T, cfg.n_kv_heads, G, cfg.head_dim)                           # (B,T,K,G,E)
         scores = jnp.einsum("BTKGE,BSKE->BKGTS", q, k_all.astype(x.dtype)).astype(jnp.float32)
         scores = scores * jnp.float32(cfg.query_pre_attn_scalar ** -0.5)
         mask = jnp.where(local, masks[1], masks[0])                                     # (B, T, S)
         w = attention_weights(scores, mask[:, None, None], cfg.softmax_plus_one).astype(x.dtype)
         out = jnp.einsum("BKGTS,BSKE->BTKGE", w, v_all.astype(x.dtype)).reshape(B, T, cfg.n_heads, cfg.head_dim)
-        attn = jnp.einsum("BTHE,HED->BTD", out, p["wo"])
+        attn = project("BTHE,HED->BTD", out, p["wo"])
         x = x + rms_norm(attn, p["post_attn_norm"], cfg.norm_eps)
 
         h = rms_norm(x, p["ffn_norm"], cfg.norm_eps)
-        gate = jax.nn.gelu(jnp.einsum("BTD,DF->BTF", h, p["w_gate"]), approximate=True)
-        ffn = jnp.einsum("BTF,FD->BTD", gate * jnp.einsum("BTD,DF->BTF", h, p["w_up"]), p["w_down"])
+        gate = jax.nn.gelu(project("BTD,DF->BTF", h, p["w_gate"]), approximate=True)
+        ffn = project("BTF,FD->BTD", gate * project("BTD,DF->BTF", h, p["w_up"]), p["w_down"])
         x = x + rms_norm(ffn, p["post_ffn_norm"], cfg.norm_eps)
-        return x, k_all, v_all
+        return x, k, v
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
                  cache: KVCache | None = None, slot: jax.Array | int = 0,
@@ -207,9 +206,9 @@ class Gemma3(nnx.Module):
         equal positions up to a per-row offset because every row's tokens fill consecutive slots."""
         cfg = self.cfg
         T = tokens.shape[1]
-        x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)                # (B, T, D)
+        x = table_rows(stored(self.embed), tokens, self.dtype)                # (B, T, D)
         x = x * jnp.asarray(math.sqrt(cfg.dim), self.dtype)
-        stacked = {n: getattr(self, n)[...].astype(self.dtype) for n in _LAYER_SHAPES}
+        stacked = {n: stored(getattr(self, n)) for n in _LAYER_SHAPES}
         local = jnp.asarray(cfg.local_layers)                                            # (L,)
         if cache is None:
             kv_valid, q_slot = valid, jnp.arange(T)
@@ -221,26 +220,15 @@ class Gemma3(nnx.Module):
         causal = kv_valid[:, None, :] & (offset >= 0)[None]                               # (B, T, S)
         masks = (causal, causal & (offset < cfg.sliding_window)[None])
 
-        if cache is None:
-            def step(x, xs):
-                p, loc = xs
-                x, _, _ = self._block(x, p, loc, positions, None, None, 0, masks)
-                return x, None
+        def block(x, xs, k_past, v_past):
+            p, loc = xs
+            return self._block(x, p, loc, positions, k_past, v_past, slot, masks)
 
-            x, _ = jax.lax.scan(step, x, (stacked, local))
-            new_cache = None
-        else:
-            def step(x, xs):
-                p, loc, k_c, v_c = xs
-                x, k_all, v_all = self._block(x, p, loc, positions, k_c, v_c, slot, masks)
-                return x, (k_all, v_all)
-
-            x, (k_new, v_new) = jax.lax.scan(step, x, (stacked, local, cache.k, cache.v))
-            new_cache = KVCache(k_new, v_new, kv_valid)
+        x, new_cache = scan_layers(block, x, (stacked, local), cache, slot, kv_valid)
         h = rms_norm(x, self.final_norm[...], cfg.norm_eps)
         if return_hidden:
             return h, new_cache
-        return output_logits(h, self.embed, self.head), new_cache
+        return output_logits(h, self), new_cache
 
 
 # ------------------------------------------------------------------------------------ GGUF

@@ -17,6 +17,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from backbones.llm.config import LlamaConfig
+from backbones.llm.quant import project, table_logits, table_rows
+
+# The axes each stored matrix contracts in its product (after the leading layer axis L): what a
+# weight-only int8 format shares one scale over. Names not listed (norm scales) stay float32.
+CONTRACTED_AXES = {"embed": (1,), "head": (0,), "wq": (1,), "wk": (1,), "wv": (1,), "wo": (1, 2),
+                   "w_gate": (1,), "w_up": (1,), "w_down": (1,)}
 
 
 class KVCache(NamedTuple):
@@ -47,10 +53,22 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
     return out.astype(x.dtype)
 
 
-def output_logits(h: jax.Array, embed, head) -> jax.Array:
-    """(B, T, D) final hidden states -> (B, T, V) float32 logits; tied to `embed` when `head` is None."""
-    w = embed[...].T if head is None else head[...]                                   # (D, V)
-    return jnp.einsum("BTD,DV->BTV", h.astype(jnp.float32), w.astype(jnp.float32))
+def output_logits(h: jax.Array, model) -> jax.Array:
+    """(B, T, D) final hidden states -> (B, T, V) float32 logits through the model's output head.
+
+    `model.head` (D, V) when untied; else `model.tied_head`, a (V, D) copy of the embedding table in
+    a compact storage format (int8 / bf16) when one was made; else the (V, D) embedding table itself.
+    The tied head contracts over the table's own minor axis: a transposed (D, V) view made XLA copy
+    the whole table on every decode step once an addend (generate_ids' bias) followed the product."""
+    if model.head is not None:
+        return project("BTD,DV->BTV", h.astype(jnp.float32), model.head.get_value())
+    table = model.tied_head if model.tied_head is not None else model.embed
+    return table_logits(h, table.get_value())
+
+
+def stored(var):
+    """A parameter's stored value: a float array or a quant.Int8Weight (cast per use by `project`)."""
+    return var.get_value()
 
 
 def attention_weights(scores: jax.Array, mask: jax.Array, plus_one: bool) -> jax.Array:
@@ -65,6 +83,37 @@ def attention_weights(scores: jax.Array, mask: jax.Array, plus_one: bool) -> jax
     if plus_one:
         denom = denom + jnp.exp(-peak)
     return e / jnp.maximum(denom, 1e-30)
+
+
+def with_new_keys(k_past, v_past, k, v, slot):
+    """One layer's keys/values to attend to: (B, S, K, E) past slots with this step's (B, T, K, E)
+    written at [slot, slot + T), or this step's alone when there is no cache."""
+    if k_past is None:
+        return k, v
+    return (jax.lax.dynamic_update_slice(k_past, k.astype(k_past.dtype), (0, slot, 0, 0)),
+            jax.lax.dynamic_update_slice(v_past, v.astype(v_past.dtype), (0, slot, 0, 0)))
+
+
+def scan_layers(block, x, xs, cache: KVCache | None, slot, kv_valid):
+    """Scan `block(x, xs_l, k_past, v_past) -> (x, k, v)` over the layer axis of `xs`.
+
+    With a cache, each layer reads its (B, S, K, E) past slots as scan input and returns only this
+    step's (B, T, K, E) keys and values; one in-place update writes all layers' new slots after the
+    scan. Returning the whole updated cache from the scan instead copies L*B*S*K*E values per step,
+    and carrying it through the scan copies it once per layer. -> (x, KVCache with kv_valid, or None)."""
+    if cache is None:
+        x, _ = jax.lax.scan(lambda x, p: (block(x, p, None, None)[0], None), x, xs)
+        return x, None
+
+    def step(x, xs_l):
+        p, k_past, v_past = xs_l
+        x, k, v = block(x, p, k_past, v_past)
+        return x, (k.astype(k_past.dtype), v.astype(v_past.dtype))
+
+    x, (k_new, v_new) = jax.lax.scan(step, x, (xs, cache.k, cache.v))                # (L, B, T, K, E)
+    k = jax.lax.dynamic_update_slice(cache.k, k_new, (0, 0, slot, 0, 0))
+    v = jax.lax.dynamic_update_slice(cache.v, v_new, (0, 0, slot, 0, 0))
+    return x, KVCache(k, v, kv_valid)
 
 
 class Llama(nnx.Module):
@@ -92,6 +141,7 @@ class Llama(nnx.Module):
         self.w_down = param((L, F, D))
         self.final_norm = nnx.Param(jnp.ones((D,), dtype))
         self.head = None if cfg.tie_embeddings else param((D, V))
+        self.tied_head = nnx.data(None)   # set by the loader to a compact copy of `embed` (quant.py), or left None
 
     def _layer(self, x, h, p, positions, k_all, v_all, mask):
         """Rest of one block. x (B,T,D) residual, h its attention-normed copy;
@@ -99,16 +149,16 @@ class Llama(nnx.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         G = cfg.n_heads // cfg.n_kv_heads
-        q = rope(jnp.einsum("BTD,DHE->BTHE", h, p["wq"]), positions, cfg.rope_base)
+        q = rope(project("BTD,DHE->BTHE", h, p["wq"]), positions, cfg.rope_base)
         q = q.reshape(B, T, cfg.n_kv_heads, G, cfg.head_dim)                     # (B,T,K,G,E)
         scores = jnp.einsum("BTKGE,BSKE->BKGTS", q, k_all).astype(jnp.float32)
         scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim))
         w = attention_weights(scores, mask[:, None, None], cfg.softmax_plus_one).astype(x.dtype)
         out = jnp.einsum("BKGTS,BSKE->BTKGE", w, v_all).reshape(B, T, cfg.n_heads, cfg.head_dim)
-        x = x + jnp.einsum("BTHE,HED->BTD", out, p["wo"])
+        x = x + project("BTHE,HED->BTD", out, p["wo"])
         h = rms_norm(x, p["ffn_norm"], cfg.norm_eps)
-        gate = jax.nn.silu(jnp.einsum("BTD,DF->BTF", h, p["w_gate"]))
-        x = x + jnp.einsum("BTF,FD->BTD", gate * jnp.einsum("BTD,DF->BTF", h, p["w_up"]), p["w_down"])
+        gate = jax.nn.silu(project("BTD,DF->BTF", h, p["w_gate"]))
+        x = x + project("BTF,FD->BTD", gate * project("BTD,DF->BTF", h, p["w_up"]), p["w_down"])
         return x
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, valid: jax.Array,
@@ -121,8 +171,10 @@ class Llama(nnx.Module):
         """
         cfg = self.cfg
         B, T = tokens.shape
-        x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)      # (B, T, D)
-        stacked = {n: getattr(self, n)[...].astype(self.dtype)
+        x = table_rows(stored(self.embed), tokens, self.dtype)                 # (B, T, D)
+        # Stored values go into the layer scan as they are (int8 / bf16 included) and are cast one
+        # layer at a time inside it, so no float copy of the whole stack is ever made.
+        stacked = {n: stored(getattr(self, n))
                    for n in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down")}
         if cache is None:
             kv_valid = valid                                                    # (B, S=T)
@@ -133,26 +185,16 @@ class Llama(nnx.Module):
         S = kv_valid.shape[1]
         mask = kv_valid[:, None, :] & (jnp.arange(S)[None, None, :] <= q_slot[None, :, None])  # (B,T,S)
 
-        def block(x, xs):
-            p, k_cache, v_cache = xs
+        def block(x, p, k_past, v_past):
             h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-            k = rope(jnp.einsum("BTD,DKE->BTKE", h, p["wk"]), positions, cfg.rope_base)
-            v = jnp.einsum("BTD,DKE->BTKE", h, p["wv"])
-            if k_cache is None:
-                k_all, v_all = k, v
-            else:
-                k_all = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, slot, 0, 0))
-                v_all = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, slot, 0, 0))
+            k = rope(project("BTD,DKE->BTKE", h, p["wk"]), positions, cfg.rope_base)
+            v = project("BTD,DKE->BTKE", h, p["wv"])
+            k_all, v_all = with_new_keys(k_past, v_past, k, v, slot)
             x = self._layer(x, h, p, positions, k_all.astype(x.dtype), v_all.astype(x.dtype), mask)
-            return x, ((k_all, v_all) if k_cache is not None else None)
+            return x, k, v
 
-        if cache is None:
-            x, _ = jax.lax.scan(lambda c, p: block(c, (p, None, None)), x, stacked)
-            new_cache = None
-        else:
-            x, (k_new, v_new) = jax.lax.scan(block, x, (stacked, cache.k, cache.v))
-            new_cache = KVCache(k_new, v_new, kv_valid)
+        x, new_cache = scan_layers(block, x, stacked, cache, slot, kv_valid)
         h = rms_norm(x, self.final_norm[...], cfg.norm_eps)
         if return_hidden:
             return h, new_cache
-        return output_logits(h, self.embed, self.head), new_cache
+        return output_logits(h, self), new_cache
