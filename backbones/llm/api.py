@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from backbones.llm.config import LlamaConfig
 from backbones.llm.gemma3 import Gemma3, Gemma3Config, gemma3_270m_bytes, load_gguf_gemma3
 from backbones.llm.gguf_file import gguf_architecture
-from backbones.llm.model import CONTRACTED_AXES, KVCache, Llama, output_logits
+from backbones.llm.model import CONTRACTED_AXES, LAYER_AXES, KVCache, Llama, output_logits
 from backbones.llm.quant import WEIGHT_FORMATS, is_lossless, store
 from backbones.llm.sampling import choose_next
 from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
@@ -379,13 +379,13 @@ def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype
     matrices = [n for n in params if n in CONTRACTED_AXES]
     stored = {}
     if weights == "int8-lossless":
-        stored = {n: store(params[n], "int8", CONTRACTED_AXES[n]) for n in matrices}
+        stored = {n: store(params[n], "int8", CONTRACTED_AXES[n], LAYER_AXES.get(n, 1)) for n in matrices}
         lossless = all(is_lossless(stored[n], params[n]) for n in matrices)
         weights = "int8" if lossless else own
         stored = stored if lossless else {}
     # Storage other than the compute dtype's own: int8 always, bf16 under float32 compute.
     if weights != own and not stored:
-        stored = {n: store(params[n], weights, CONTRACTED_AXES[n]) for n in matrices}
+        stored = {n: store(params[n], weights, CONTRACTED_AXES[n], LAYER_AXES.get(n, 1)) for n in matrices}
     for name, arr in params.items():
         keep = name == "embed" or name not in stored
         getattr(model, name).set_value(jnp.asarray(arr, dtype=dtype) if keep else stored[name])

@@ -21,8 +21,10 @@ from backbones.llm.quant import project, table_logits, table_rows
 
 # The axes each stored matrix contracts in its product (after the leading layer axis L): what a
 # weight-only int8 format shares one scale over. Names not listed (norm scales) stay float32.
-CONTRACTED_AXES = {"embed": (1,), "head": (0,), "wq": (1,), "wk": (1,), "wv": (1,), "wo": (1, 2),
-                   "w_gate": (1,), "w_up": (1,), "w_down": (1,)}
+# Counted within the matrix; LAYER_AXES leading axes (the stacked layer axis) come before it.
+CONTRACTED_AXES = {"embed": (1,), "head": (0,), "wq": (0,), "wk": (0,), "wv": (0,), "wo": (0, 1),
+                   "w_gate": (0,), "w_up": (0,), "w_down": (0,)}
+LAYER_AXES = {"embed": 0, "head": 0}   # every other matrix is stacked over layers: 1
 
 
 class KVCache(NamedTuple):
