@@ -74,8 +74,9 @@ def test_project_equals_einsum_of_the_dequantised_weight(eq, shape, contract):
     q = quantize_int8(w, contract)
     want = jnp.einsum(eq, x, dequantize(q))
     np.testing.assert_allclose(np.asarray(project(eq, x, q)), np.asarray(want), rtol=1e-5, atol=1e-5)
-    # and against the float weight, within the 8-bit grid's error
-    assert np.abs(np.asarray(project(eq, x, q)) - np.asarray(jnp.einsum(eq, x, w))).max() < 0.1
+    # and against the float weight, within the 8-bit grid's error (a Gaussian matrix: ~0.5% here)
+    ref = np.asarray(jnp.einsum(eq, x, w))
+    assert np.abs(np.asarray(project(eq, x, q)) - ref).max() < 0.02 * np.abs(ref).max()
 
 
 def test_int8_weights_slice_per_layer_inside_a_scan():
@@ -138,5 +139,5 @@ def test_decode_step_never_copies_the_output_table(smollm2):
         cache = KVCache.zeros(c, 1, 64)
         args = (llm._state, jnp.zeros((1,), jnp.int32), jnp.zeros((1,), jnp.int32), cache, jnp.int32(3),
                 jax.random.key(0), 0.0, None, None, jnp.zeros((c.vocab_size,), jnp.float32))
-        hlo = llm._decode_step.lower(*args).compile().as_text()
+        hlo = type(llm)._decode_step.lower(llm, *args).compile().as_text()
         assert f"[{c.dim},{c.vocab_size}]" not in hlo
