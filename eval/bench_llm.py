@@ -6,8 +6,9 @@ GGUF file, on the same machine, in one run.
 
 For each of our weight formats and batch sizes it times `generate_ids` with and without `allowed_ids`
 (half the vocabulary allowed, as SPAE's in-context generation does with its codebook). Every figure
-is decode alone: the time of a --new-tokens call less that of a 1-token call (the prompt's prefill
-and first token), for ours and transformers alike; llama.cpp's loop is timed after its prefill. Each
+is decode alone, timed from the first new token (after the prompt's prefill) to the last: ours by
+`FrozenLLM.last_decode`, transformers by a logits processor that stamps each step, llama.cpp by its
+token loop. Each
 is the best of --repeats runs, interleaved, because this machine is shared and its speed drifts.
 It prints tokens/s, the weight bytes each decode step reads (and so the memory bandwidth it reaches),
 and the ratios the README quotes: ours / transformers, ours / llama.cpp at batch 1, batch-16
@@ -28,17 +29,6 @@ from backbones.cli_errors import add_debug_flag, cli_main
 PROMPT = "Write a short paragraph about the history of the bicycle."
 
 
-def _decode_rate(generate, batch: int, new_tokens: int) -> float:
-    """Tokens/s of decoding alone: `generate(k)` writes k new tokens per row after its prefill, so
-    the time of k = new_tokens less that of k = 1 is new_tokens - 1 decode steps."""
-    t0 = time.perf_counter()
-    generate(1)
-    t1 = time.perf_counter()
-    generate(new_tokens)
-    t2 = time.perf_counter()
-    return (new_tokens - 1) * batch / max((t2 - t1) - (t1 - t0), 1e-9)
-
-
 class Ours:
     def __init__(self, weights: str):
         from backbones import load_llm
@@ -51,10 +41,11 @@ class Ours:
         return [self.llm.encode(self.llm.chat_prompt(PROMPT))] * batch
 
     def run(self, batch: int, new_tokens: int, allowed: bool) -> float:
-        """Decode tokens/s: (new_tokens - 1) * batch over the time beyond a 1-token call (prefill)."""
-        ids = self.prompt_ids(batch)
-        kw = dict(stop_at_eos=False, allowed_ids=self.allowed if allowed else None)
-        return _decode_rate(lambda k: self.llm.generate_ids(ids, k, **kw), batch, new_tokens)
+        """Decode tokens/s, timed inside generate_ids from the first token to the last (FrozenLLM.last_decode)."""
+        self.llm.generate_ids(self.prompt_ids(batch), new_tokens, stop_at_eos=False,
+                              allowed_ids=self.allowed if allowed else None)
+        d = self.llm.last_decode
+        return d["steps"] * d["batch"] / d["seconds"]
 
     def warm(self, batch: int, new_tokens: int):
         for allowed in (False, True):
@@ -101,12 +92,17 @@ class Transformers:
                                             add_generation_prompt=True)
         enc = self.tok([text] * batch, return_tensors="pt", padding=True, add_special_tokens=False)
 
-        def generate(k):
-            with self.torch.no_grad():
-                return self.model.generate(**enc, max_new_tokens=k, min_new_tokens=k, do_sample=False,
-                                           pad_token_id=self.tok.pad_token_id)
+        times = []
 
-        return _decode_rate(generate, batch, new_tokens)
+        def stamp(input_ids, scores):          # a logits processor: called once per new token
+            times.append(time.perf_counter())
+            return scores
+
+        with self.torch.no_grad():
+            self.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                pad_token_id=self.tok.pad_token_id, logits_processor=[stamp])
+        end = time.perf_counter()
+        return (len(times) - 1) * batch / (end - times[0])     # from the first token (after prefill) on
 
 
 class LlamaCpp:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -362,6 +363,7 @@ class FrozenLLM:
         done = np.zeros(B, bool)
         n = 0
         eos = np.array(self.eos_ids)
+        t_decode = time.perf_counter()
         for i in range(max_new_tokens):
             tok_host = np.asarray(token)
             out[:, i] = tok_host
@@ -373,6 +375,8 @@ class FrozenLLM:
             token, cache = self._decode_step(self._state, token, jnp.asarray(position), cache,
                                              jnp.int32(P + i), sub, float(temperature), top_k, top_p, bias)
             position = position + 1
+        # Decode alone, after the prefill and the first token: what eval.bench_llm reports.
+        self.last_decode = {"steps": n - 1, "batch": B, "seconds": time.perf_counter() - t_decode}
         results = []
         for b in range(B):
             row = out[b, :n].tolist()
