@@ -5,13 +5,9 @@ import numpy as np
 import pytest
 
 from backbones.llm.api import named_model_path
+from eval.llm_quality import PARITY_PROMPTS
 
-PROMPTS = [
-    "The quick brown fox jumps over the lazy dog. In 1969, astronauts",
-    "def fibonacci(n):\n    if n < 2:\n        return n\n",
-    "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
-    "Les élèves ont étudié 12345 étoiles 🙂 naïvement.",
-]
+PROMPTS = PARITY_PROMPTS[:4]   # prose, code, a chat turn, French with an emoji
 
 
 @pytest.fixture(scope="module")

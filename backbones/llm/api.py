@@ -267,15 +267,6 @@ class FrozenLLM:
         h, cache = model(tokens, positions, valid, cache=cache, slot=0, return_hidden=True)
         return output_logits(h[:, -1:], model)[:, 0], cache
 
-    @functools.partial(jax.jit, static_argnums=(0, 6))
-    def _prefill_after_prefix(self, state, tokens, positions, valid, cache, slot):
-        """(B, T) left-padded prompts on a 1-row prefix cache, repeated B times, written at `slot`
-        -> ((B, V) next-token logits after the last slot, B-row cache)."""
-        model = nnx.merge(self._graphdef, state)
-        cache = _repeat_rows(cache, tokens.shape[0])
-        h, cache = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
-        return output_logits(h[:, -1:], model)[:, 0], cache
-
     @functools.partial(jax.jit, static_argnums=(0, 7, 8, 9), donate_argnums=(4,))
     def _decode_step(self, state, token, position, cache, slot, key, temperature, top_k, top_p, bias):
         model = nnx.merge(self._graphdef, state)
@@ -316,8 +307,9 @@ class FrozenLLM:
         prefix: ids that every prompt continues (e.g. the in-context examples shared by a batch of
         queries): read once into the cache, which each prompt then extends; the result equals
         generating from prefix + prompt for each."""
-        prompts_in = prompts
-        prompts = [self._with_bos([int(t) for t in p]) for p in prompts]
+        pre = self._with_bos(self._as_ids(prefix)) if prefix is not None else []
+        # The model's BOS goes first: before the shared prefix when there is one, else before each prompt.
+        prompts = [[int(t) for t in p] if pre else self._with_bos([int(t) for t in p]) for p in prompts]
         bias = np.zeros(self.config.vocab_size, np.float32)
         if allowed_ids is not None:
             allowed = np.asarray(list(allowed_ids), np.int64)
@@ -327,9 +319,6 @@ class FrozenLLM:
             bias[allowed] = 0.0
         bias = jnp.asarray(bias)
         B = len(prompts)
-        pre = self._with_bos(self._as_ids(prefix)) if prefix is not None else []
-        if prefix is not None:
-            prompts = [[int(t) for t in p] for p in prompts_in]   # the prefix carries the BOS
         if any(not p for p in prompts):
             raise ValueError("every prompt needs at least one token")
         Pp = _bucket(len(pre)) if pre else 0                      # slots of the shared prefix
@@ -350,7 +339,9 @@ class FrozenLLM:
             ppos = np.maximum(np.cumsum(pvalid, axis=1) - 1, 0).astype(np.int32)
             cache1 = self._prefill_cache(self._state, ptoks, ppos, pvalid,
                                          KVCache.zeros(self.config, 1, S, dtype=self.model.dtype))
-            last_logits, cache = self._prefill_after_prefix(self._state, tokens, positions, valid, cache1, Pp)
+            # next-token log-probs at each row's last slot: the same choice as logits (a shift per row)
+            last_logits, cache = self._extend_queries(self._state, tokens, positions, valid, cache1, Pp,
+                                                      np.full(B, P - 1))
         else:
             cache = KVCache.zeros(self.config, B, S, dtype=self.model.dtype)
             last_logits, cache = self._prefill(self._state, tokens, positions, valid, cache)
@@ -413,22 +404,19 @@ def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype
         if tuple(getattr(model, name).shape) != arr.shape:
             raise ValueError(f"parameter {name}: checkpoint shape {arr.shape} != model {getattr(model, name).shape}")
     own = "bf16" if jnp.dtype(dtype) == jnp.bfloat16 else "fp32"
-    matrices = [n for n in params if n in CONTRACTED_AXES]
-    stored = {}
-    if weights == "int8-lossless":
-        stored = {n: store(params[n], "int8", CONTRACTED_AXES[n], LAYER_AXES.get(n, 1)) for n in matrices}
-        lossless = all(is_lossless(stored[n], params[n]) for n in matrices)
-        weights = "int8" if lossless else own
-        stored = stored if lossless else {}
-    # Storage other than the compute dtype's own: int8 always, bf16 under float32 compute.
-    if weights != own and not stored:
-        stored = {n: store(params[n], weights, CONTRACTED_AXES[n], LAYER_AXES.get(n, 1)) for n in matrices}
+    # The table is stored compactly only as a tied head's copy; an untied model reads it as a lookup.
+    matrices = [n for n in params if n in CONTRACTED_AXES and (n != "embed" or cfg.tie_embeddings)]
+    fmt = "int8" if weights == "int8-lossless" else weights
+    stored = {} if fmt == own else {n: store(params[n], fmt, CONTRACTED_AXES[n], LAYER_AXES.get(n, 1))
+                                    for n in matrices}
+    if weights == "int8-lossless" and not all(is_lossless(stored[n], params[n]) for n in matrices):
+        fmt, stored = own, {}
     for name, arr in params.items():
         keep = name == "embed" or name not in stored
         getattr(model, name).set_value(jnp.asarray(arr, dtype=dtype) if keep else stored[name])
-    if cfg.tie_embeddings and "embed" in stored:
+    if "embed" in stored:
         model.tied_head = nnx.Param(stored["embed"])
-    return model, weights
+    return model, fmt
 
 
 def default_weights(dtype: str = "float32", platform: str | None = None) -> str:
@@ -450,8 +438,8 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weig
     """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory.
 
     dtype: compute dtype, 'float32' or 'bfloat16'. weights: storage of the decoder's matrices, 'fp32',
-    'bf16' or 'int8' (weight-only, per-channel scales, dequantised inside the jitted step); None picks
-    `default_weights(dtype)`. 'fp32' with dtype 'float32' is the checkpoint's exact float model."""
+    'bf16' or 'int8' (weight-only, groups of 32 with a scale and offset each, dequantised inside the
+    jitted step: backbones/llm/quant.py); None picks `default_weights(dtype)`. 'fp32' with dtype 'float32' is the checkpoint's exact float model."""
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(dtype))
     if jdtype is None:
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")

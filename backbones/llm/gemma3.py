@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from backbones.llm.gguf_file import read_gguf_fast
-from backbones.llm.model import KVCache, attention_weights, output_logits, rms_norm, rope, scan_layers, stored, with_new_keys
+from backbones.llm.model import KVCache, attention_weights, output_logits, rms_norm, rope, scan_layers, with_new_keys
 from backbones.llm.quant import project, table_rows
 from backbones.llm.weights import CheckpointError, _expect, dequantize
 
@@ -206,9 +206,9 @@ class Gemma3(nnx.Module):
         equal positions up to a per-row offset because every row's tokens fill consecutive slots."""
         cfg = self.cfg
         T = tokens.shape[1]
-        x = table_rows(stored(self.embed), tokens, self.dtype)                # (B, T, D)
+        x = table_rows(self.embed.get_value(), tokens, self.dtype)                # (B, T, D)
         x = x * jnp.asarray(math.sqrt(cfg.dim), self.dtype)
-        stacked = {n: stored(getattr(self, n)) for n in _LAYER_SHAPES}
+        stacked = {n: getattr(self, n).get_value() for n in _LAYER_SHAPES}
         local = jnp.asarray(cfg.local_layers)                                            # (L,)
         if cache is None:
             kv_valid, q_slot = valid, jnp.arange(T)

@@ -19,9 +19,8 @@ from flax import nnx
 from backbones.llm.config import LlamaConfig
 from backbones.llm.quant import project, table_logits, table_rows
 
-# The axes each stored matrix contracts in its product (after the leading layer axis L): what a
-# weight-only int8 format shares one scale over. Names not listed (norm scales) stay float32.
-# Counted within the matrix; LAYER_AXES leading axes (the stacked layer axis) come before it.
+# The axes each matrix contracts in its product, counted after its LAYER_AXES leading (stacked
+# layer) axes: what an int8 group runs along. Names not listed (norm scales) stay in the compute dtype.
 CONTRACTED_AXES = {"embed": (1,), "head": (0,), "wq": (0,), "wk": (0,), "wv": (0,), "wo": (0, 1),
                    "w_gate": (0,), "w_up": (0,), "w_down": (0,)}
 LAYER_AXES = {"embed": 0, "head": 0}   # every other matrix is stacked over layers: 1
@@ -66,11 +65,6 @@ def output_logits(h: jax.Array, model) -> jax.Array:
         return project("BTD,DV->BTV", h.astype(jnp.float32), model.head.get_value())
     table = model.tied_head if model.tied_head is not None else model.embed
     return table_logits(h, table.get_value())
-
-
-def stored(var):
-    """A parameter's stored value: a float array or a quant.Int8Weight (cast per use by `project`)."""
-    return var.get_value()
 
 
 def attention_weights(scores: jax.Array, mask: jax.Array, plus_one: bool) -> jax.Array:
@@ -173,10 +167,10 @@ class Llama(nnx.Module):
         """
         cfg = self.cfg
         B, T = tokens.shape
-        x = table_rows(stored(self.embed), tokens, self.dtype)                 # (B, T, D)
+        x = table_rows(self.embed.get_value(), tokens, self.dtype)                 # (B, T, D)
         # Stored values go into the layer scan as they are (int8 / bf16 included) and are cast one
         # layer at a time inside it, so no float copy of the whole stack is ever made.
-        stacked = {n: stored(getattr(self, n))
+        stacked = {n: getattr(self, n).get_value()
                    for n in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down")}
         if cache is None:
             kv_valid = valid                                                    # (B, S=T)
