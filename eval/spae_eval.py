@@ -20,14 +20,7 @@ import time
 import numpy as np
 
 from backbones.cli_errors import add_debug_flag, cli_main
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB) of uint8 images, peak 255."""
-    a = a.astype(np.float64).reshape(len(a), -1)
-    b = b.astype(np.float64).reshape(len(b), -1)
-    mse = np.mean((a - b) ** 2, axis=1)
-    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+from eval.spae_metrics import psnr_uint8
 
 
 def flat_fill(images: np.ndarray) -> np.ndarray:

@@ -18,42 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from eval.codecs import CODECS, codec_batch, token_bits
-from eval.spae_eval import psnr_uint8
-
-
-def ssim_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image SSIM of uint8 (N, H, W, 3) pairs (scikit-image, 7x7 windows, data range 255)."""
-    from skimage.metrics import structural_similarity
-
-    return np.array([structural_similarity(x, y, channel_axis=-1, data_range=255) for x, y in zip(a, b)])
-
-
-def perceptual_uint8(backbone, a: np.ndarray, b: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Per-image backbone perceptual distance of uint8 (N, H, W, 3) pairs."""
-    import jax.numpy as jnp
-
-    fn = _perceptual_fn(backbone)
-    out = []
-    for i in range(0, len(a), batch_size):       # every chunk padded to batch_size: one compiled shape
-        x, y = a[i:i + batch_size], b[i:i + batch_size]
-        pad = ((0, batch_size - len(x)),) + ((0, 0),) * (x.ndim - 1)
-        d = fn(jnp.asarray(np.pad(x, pad), jnp.float32) / 255.0, jnp.asarray(np.pad(y, pad), jnp.float32) / 255.0)
-        out.append(np.asarray(d)[:len(x)])
-    return np.concatenate(out)
-
-
-_PERCEPTUAL: dict = {}
-
-
-def _perceptual_fn(backbone):
-    import jax
-
-    from backbones.vision.perceptual import perceptual_distance
-
-    if id(backbone) not in _PERCEPTUAL:
-        _PERCEPTUAL.clear()
-        _PERCEPTUAL[id(backbone)] = jax.jit(lambda x, y: perceptual_distance(backbone.model, x, y))
-    return _PERCEPTUAL[id(backbone)]
+from eval.spae_metrics import perceptual_uint8, psnr_uint8, ssim_uint8
 
 
 def distortion(backbone, images: np.ndarray, decoded: np.ndarray, fd: bool = True) -> dict:

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from eval.spae_eval import psnr_uint8
+from eval.spae_metrics import psnr_uint8
 from spae.tokenizer import DEFAULT_CHECKPOINT
 
 PRETRAINED = os.path.dirname(DEFAULT_CHECKPOINT)     # the shipped checkpoints, one folder each
