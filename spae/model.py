@@ -3,6 +3,7 @@
     model = SPAE(vocab.embeddings, ModelConfig(...), rngs=nnx.Rngs(0))
     z = model.encode(x)                      # x (B, H, W, C) in [-1, 1] -> (B, H/f, W/f, d)
     ids, zhat, aux = model.quantize(z)       # SAQ over the frozen codebook
+    ids, zhat, aux = model.quantize(z, feats)  # with a semantic path: the top layers from backbone features
     y = model.decode(zhat[k - 1])            # image from the first k layers, (B, H, W, C)
 """
 
@@ -18,6 +19,7 @@ from flax import nnx
 
 from spae.codebook import FrozenCodebook, normalize_codebook
 from spae.quantizer import DEFAULT_CHUNK, embed_pyramid, layer_shapes, saq_quantize_aux
+from spae.semantic_path import SEMANTIC_HEADS, SemanticHead, word_head_for
 
 __all__ = ["ModelConfig", "ResBlock", "CodeProjection", "Encoder", "Decoder", "SPAE"]
 
@@ -36,6 +38,15 @@ class ModelConfig:
     code_dim: int = 0                    # 0: SAQ in the LLM embedding space; > 0: in a learned projection
     straight_through: str = "identity"   # identity | rotation: how the pyramid's gradient reaches z
     decoder_growth: int = 0              # residual blocks added to the decoder at each resolution (Decoder)
+    semantic_backbone: str = "none"      # none | a load_vision name (efficientnet-lite0) | clip:NAME (semantic_path)
+    semantic_layers: int = 0             # top layers whose tokens the semantic path predicts (0 with "none")
+    semantic_head: str = "words"         # words: class logits -> teacher-word scores (WordHead) | mlp: pooled features
+    semantic_features: int = 0           # input width: 1000 class logits (words), 1280 pooled features (mlp)
+    semantic_hidden: int = 1024          # hidden width of the mlp head
+
+    @property
+    def has_semantic_path(self) -> bool:
+        return self.semantic_backbone != "none"
 
     @property
     def factor(self) -> int:
@@ -187,13 +198,23 @@ class Decoder(nnx.Module):
 class SPAE(nnx.Module):
     """Encoder -> SAQ over a frozen codebook (V, d) -> decoder."""
 
-    def __init__(self, codebook: np.ndarray, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, codebook: np.ndarray, cfg: ModelConfig, *, rngs: nnx.Rngs, words=None):
         codebook = jnp.asarray(codebook, jnp.float32)      # concrete, or abstract under eval_shape
         if codebook.ndim != 2:
             raise ValueError(f"codebook must be (V, d); got {codebook.shape}")
         if cfg.image_size % cfg.factor:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of the downsampling {cfg.factor}")
-        layer_shapes(cfg.grid, cfg.grid, cfg.strides)  # validates the strides
+        shapes = layer_shapes(cfg.grid, cfg.grid, cfg.strides)  # validates the strides
+        if cfg.has_semantic_path != (cfg.semantic_layers > 0) or not 0 <= cfg.semantic_layers < len(shapes):
+            raise ValueError(f"model.semantic_layers must be in 1..{len(shapes) - 1} with a semantic_backbone, and 0 "
+                             f"with 'none'; got {cfg.semantic_layers} with {cfg.semantic_backbone!r}")
+        if cfg.has_semantic_path and cfg.semantic_features <= 0:
+            raise ValueError("model.semantic_features must be the head's input width (1000 class logits for the "
+                             "words head, the backbone's feature width for mlp)")
+        if cfg.has_semantic_path and cfg.semantic_head not in SEMANTIC_HEADS:
+            raise ValueError(f"model.semantic_head must be one of {', '.join(SEMANTIC_HEADS)}; got {cfg.semantic_head!r}")
+        if cfg.has_semantic_path and cfg.semantic_head == "words" and words is None:
+            raise ValueError("the words semantic head names vocabulary words: build SPAE(..., words=vocab.words)")
         self.cfg = cfg
         table = normalize_codebook(codebook, cfg.codebook_norm)
         # (V, d), never a Param; rows stay in vocabulary order, so ids still map to LLM ids.
@@ -201,6 +222,15 @@ class SPAE(nnx.Module):
         d = cfg.code_dim or codebook.shape[1]                       # latent width
         self.encoder = Encoder(cfg, d, rngs=rngs, codebook=table if cfg.code_dim else None)
         self.decoder = Decoder(cfg, d, rngs=rngs)
+        head = None
+        if cfg.has_semantic_path and cfg.semantic_head == "words":
+            head = word_head_for(words, shapes[:cfg.semantic_layers])
+            if head.relevance.shape[0] != cfg.semantic_features:
+                raise ValueError(f"the words head reads {head.relevance.shape[0]} class logits; "
+                                 f"model.semantic_features is {cfg.semantic_features}")
+        elif cfg.has_semantic_path:
+            head = SemanticHead(cfg.semantic_features, shapes[:cfg.semantic_layers], d, cfg.semantic_hidden, rngs=rngs)
+        self.semantic = nnx.data(head)
 
     @property
     def num_layers(self) -> int:
@@ -214,9 +244,23 @@ class SPAE(nnx.Module):
         table = self.codebook[...]
         return table if self.encoder.code_proj is None else self.encoder.code_proj(table)
 
-    def quantize(self, z):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
+    def semantic_targets(self, feats) -> list:
+        """Backbone features (B, F) -> per semantic layer the (B, h_l, w_l, d) vectors its tokens match."""
+        if self.semantic is None:
+            return []
+        if feats is None:
+            raise ValueError(f"this SPAE's top {self.cfg.semantic_layers} layers read the frozen backbone "
+                             f"{self.cfg.semantic_backbone!r}: give its features (B, {self.cfg.semantic_features})")
+        return self.semantic(feats, self.codes())
+
+    def quantize(self, z, feats=None):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
+        """SAQ of z (B, h, w, d); with a semantic path, feats (B, F) give the top layers' targets."""
+        return self.quantize_with_targets(z, self.semantic_targets(feats))
+
+    def quantize_with_targets(self, z, layer_targets=()):
+        """SAQ of z whose first len(layer_targets) layers match the given (B, h_l, w_l, d) vectors."""
         return saq_quantize_aux(z, self.codes(), self.cfg.strides, chunk_size=self.cfg.chunk_size,
-                                straight_through=self.cfg.straight_through)
+                                straight_through=self.cfg.straight_through, layer_targets=layer_targets)
 
     def decode(self, zhat):  # (B, h, w, d) -> (B, H, W, C)
         return self.decoder(zhat)
@@ -228,9 +272,9 @@ class SPAE(nnx.Module):
     def decode_ids(self, ids: Sequence[jax.Array], layers: int | None = None):
         return self.decode(self.embed(ids, layers))
 
-    def __call__(self, x):
-        """Full pass: x (B, H, W, C) -> (reconstruction from all layers, ids, zhat, aux)."""
+    def __call__(self, x, feats=None):
+        """Full pass: x (B, H, W, C) [, backbone features (B, F)] -> (reconstruction from all layers, ids, zhat, aux)."""
         z = self.encode(x)
-        ids, zhat, aux = self.quantize(z)
+        ids, zhat, aux = self.quantize(z, feats)
         aux["z"] = z
         return self.decode(zhat[-1]), ids, zhat, aux

@@ -235,10 +235,15 @@ STRAIGHT_THROUGH = {"identity": _straight_through, "rotation": _rotation_through
 
 def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,
                      chunk_size: int | None = DEFAULT_CHUNK, precision=None,
-                     straight_through: str = "identity", reduction: str = "auto"):
+                     straight_through: str = "identity", reduction: str = "auto",
+                     layer_targets: Sequence[jax.Array] = ()):
     """SAQ with auxiliary outputs.
 
     z: (B, h, w, d) float; codebook: (V, d); strides: one int per layer, each dividing h and w.
+    layer_targets: for the first S layers, the vector each position matches, given from outside
+    (B, h_l, w_l, d) per layer (a semantic path's prediction) instead of l*z - (l-1)*zhat_{l-1}. Those
+    layers' running averages carry no gradient and their commitment and codebook losses are 0; the
+    later layers quantize the residual of z as usual, so zhat_L still approaches z.
     straight_through: "identity" or "rotation" (how zhat's gradient reaches z; module docstring).
     reduction: the nearest-code search's per-chunk reduction (`nearest_code`; "auto" by default).
     Returns (ids, zhat, aux):
@@ -266,10 +271,20 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
     v = codebook.shape[0]
 
     ids, zhats, targets, commits, code_losses, usages = [], [], [], [], [], []
+    if len(layer_targets) >= len(strides):
+        raise ValueError(f"{len(layer_targets)} given layer targets leave none of the {len(strides)} layers "
+                         "to quantize the latent")
     zhat_prev = jnp.zeros_like(z)                      # (B, h, w, d)
     for l, s in enumerate(strides, start=1):
         s = int(s)
-        target = l * subsample(z, s) - (l - 1) * subsample(jax.lax.stop_gradient(zhat_prev), s)
+        given = l <= len(layer_targets)
+        if given:
+            target = layer_targets[l - 1].astype(z.dtype)
+            want = (b, h // s, w // s, d)
+            if target.shape != want:
+                raise ValueError(f"layer {l} target has shape {target.shape}, expected {want}")
+        else:
+            target = l * subsample(z, s) - (l - 1) * subsample(jax.lax.stop_gradient(zhat_prev), s)
         hl, wl = target.shape[1:3]
         k = nearest_code(jax.lax.stop_gradient(target).reshape(-1, d), search, chunk_size, precision, reduction)
         k = k.reshape(b, hl, wl)                        # (B, h_l, w_l)
@@ -277,9 +292,15 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         zhat_l = ((l - 1) * zhat_prev + upsample(e, s)) / l
         ids.append(k)
         targets.append(target)
-        zhats.append(through(z, zhat_l))
-        commits.append(jnp.mean(jnp.square(z - jax.lax.stop_gradient(zhat_l))))
-        code_losses.append(jnp.mean(jnp.square(jax.lax.stop_gradient(z) - zhat_l)))
+        if given:
+            zhat_l = jax.lax.stop_gradient(zhat_l)
+            zhats.append(zhat_l)
+            commits.append(jnp.zeros((), jnp.float32))
+            code_losses.append(jnp.zeros((), jnp.float32))
+        else:
+            zhats.append(through(z, zhat_l))
+            commits.append(jnp.mean(jnp.square(z - jax.lax.stop_gradient(zhat_l))))
+            code_losses.append(jnp.mean(jnp.square(jax.lax.stop_gradient(z) - zhat_l)))
         usages.append(jnp.sum(jnp.zeros((v,), jnp.int32).at[k.reshape(-1)].set(1)))
         zhat_prev = zhat_l
     aux = {"targets": targets, "commit": jnp.stack(commits), "codebook": jnp.stack(code_losses),

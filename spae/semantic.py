@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["token_text_embeddings", "relevance_topk", "random_topk", "imagenet_word_matrix", "imagenet_topk",
+           "imagenet_topk_from_probabilities",
            "DEFAULT_TEMPLATE", "TEACHERS"]
 
 TEACHERS = ("clip", "imagenet", "labels", "random")   # loss.relevance: where the semantic targets come from
@@ -90,26 +91,45 @@ def _name_words(name: str) -> list[str]:
     return [w for w in re.split(r"[^a-z]+", name.lower()) if len(w) >= 3 and w not in _STOP]
 
 
-def imagenet_word_matrix(words: Sequence[str], weights: Sequence[float] = IMAGENET_WEIGHTS):
+def imagenet_word_matrix(words: Sequence[str], weights: Sequence[float] = IMAGENET_WEIGHTS,
+                         specificity: bool = True):
     """Which vocabulary words name each ImageNet class: (cols int32 (U,), M float32 (1000, U)).
 
     M[c, u] is the largest weight with which word words[cols[u]] names class c: weights[0] for a
     word of the class's lemmas ("tiger cat" -> tiger, cat), weights[j] for a word of its j-th
-    nearest informative hypernym (`imagenet.tag_hypernyms`: domestic cat, cat, feline)."""
+    nearest informative hypernym (`imagenet.tag_hypernyms`: domestic cat, cat, feline).
+
+    specificity: a hypernym word is weighed by how specific it is, weights[j] / n(word), where
+    n(word) is the number of classes the word names through any lemma or hypernym. Without it a word
+    shared by many classes ("instrument", "device", "tool") gathers p(c | x) from all of them and
+    outranks the class's own name; with it a lemma word always leads its class (weights[0] = 1 is
+    never divided), and a hypernym word leads only where the classifier spreads its mass over many
+    of the classes it names (tabby, tiger cat, Persian cat ... -> "cat").
+    """
     from backbones.vision import imagenet
 
     index: dict[str, int] = {}
     for i, w in enumerate(words):
-        index.setdefault(w.lower(), i)
-    entries: dict[tuple[int, int], float] = {}
+        index.setdefault(w.strip().lower(), i)
+    own: dict[tuple[int, int], float] = {}       # (class, row) -> weight as one of the class's lemma words
+    hyper: dict[tuple[int, int], float] = {}     # (class, row) -> best hypernym weight
     for c, lems in enumerate(imagenet.lemmas()):
-        names = [(n, weights[0]) for n in lems]
-        names += [(h, weights[j + 1]) for j, h in enumerate(imagenet.tag_hypernyms(c, len(weights) - 1))]
-        for name, wt in names:
+        for name in lems:
             for w in _name_words(name):
                 if w in index:
+                    own[(c, index[w])] = weights[0]
+        for j, h in enumerate(imagenet.tag_hypernyms(c, len(weights) - 1)):
+            for w in _name_words(h):
+                if w in index:
                     key = (c, index[w])
-                    entries[key] = max(entries.get(key, 0.0), wt)
+                    hyper[key] = max(hyper.get(key, 0.0), weights[j + 1])
+    classes_named: dict[int, int] = {}
+    for _, v in set(own) | set(hyper):
+        classes_named[v] = classes_named.get(v, 0) + 1
+    entries = dict(own)
+    for (c, v), wt in hyper.items():
+        if (c, v) not in own:                    # a lemma word keeps its full weight
+            entries[(c, v)] = wt / classes_named[v] if specificity else wt
     cols = np.array(sorted({v for _, v in entries}), np.int32)
     pos = {v: u for u, v in enumerate(cols)}
     m = np.zeros((len(imagenet.lemmas()), len(cols)), np.float32)
@@ -119,7 +139,7 @@ def imagenet_word_matrix(words: Sequence[str], weights: Sequence[float] = IMAGEN
 
 
 def imagenet_topk(vision, images: np.ndarray, words: Sequence[str], k: int, batch_size: int = 256,
-                  progress: bool = True):
+                  progress: bool = True, specificity: bool = True):
     """Top-K vocabulary rows by the ImageNet classifier: r(x, v) = sum_c p(c | x) M[c, v].
 
     The class probabilities spread onto the words of the class names and their hypernyms
@@ -127,18 +147,21 @@ def imagenet_topk(vision, images: np.ndarray, words: Sequence[str], k: int, batc
     images uint8 (N, H, W[, C]) -> (ids int32 (N, K), prob float32 (N, K))."""
     from tqdm import tqdm
 
-    cols, m = imagenet_word_matrix(words)
-    k = min(int(k), len(cols))
     images = _as_rgb(images)
-    all_ids, all_prob = [], []
-    for i in tqdm(range(0, len(images), batch_size), desc="ImageNet relevance", unit="batch",
-                  disable=not progress or len(images) <= batch_size):
-        r = vision.probabilities(images[i:i + batch_size]) @ m                     # (b, U)
-        top = np.argsort(-r, axis=1, kind="stable")[:, :k]
-        rt = np.take_along_axis(r, top, axis=1)
-        all_ids.append(cols[top])
-        all_prob.append((rt / np.maximum(rt.sum(1, keepdims=True), 1e-12)).astype(np.float32))
-    return np.concatenate(all_ids), np.concatenate(all_prob)
+    probs = [vision.probabilities(images[i:i + batch_size])
+             for i in tqdm(range(0, len(images), batch_size), desc="ImageNet relevance", unit="batch",
+                           disable=not progress or len(images) <= batch_size)]
+    return imagenet_topk_from_probabilities(np.concatenate(probs), words, k, specificity)
+
+
+def imagenet_topk_from_probabilities(probs: np.ndarray, words: Sequence[str], k: int, specificity: bool = True):
+    """`imagenet_topk` from class probabilities already computed: probs (N, 1000) -> (ids (N, K), prob (N, K))."""
+    cols, m = imagenet_word_matrix(words, specificity=specificity)
+    k = min(int(k), len(cols))
+    r = np.asarray(probs, np.float32) @ m                                            # (N, U)
+    top = np.argsort(-r, axis=1, kind="stable")[:, :k]
+    rt = np.take_along_axis(r, top, axis=1)
+    return cols[top].astype(np.int32), (rt / np.maximum(rt.sum(1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def random_topk(n: int, vocab_size: int, k: int, seed: int = 0):

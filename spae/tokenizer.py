@@ -1,6 +1,6 @@
 """Text API of a trained SPAE: images <-> pyramids of real LLM token ids.
 
-    tok = load_tokenizer()                    # the default, photos64: real images at 64 px (offline)
+    tok = load_tokenizer()                    # the default, photos64-words: real images at 64 px (offline)
     pyr = tok.encode(images)                  # uint8 (B, H, W) or (B, H, W, 3) -> Pyramid
     pyr.llm_ids                               # list over layers of (B, h_l, w_l) real LLM ids
     tok.to_text(pyr)                          # per image, per layer, list of token strings
@@ -38,7 +38,7 @@ __all__ = ["Pyramid", "Tokenizer", "load_tokenizer", "load_weights", "checkpoint
            "DEFAULT_CHECKPOINT"]
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
-DEFAULT_NAME = "photos64"     # spae/pretrained/registry.json names the same default
+DEFAULT_NAME = "photos64-words"     # spae/pretrained/registry.json names the same default
 DEFAULT_CHECKPOINT = os.path.join(PRETRAINED, DEFAULT_NAME)
 
 
@@ -144,8 +144,10 @@ def save_checkpoint(directory: str, model: SPAE, vocab: Vocabulary, cfg) -> None
 class Tokenizer:
     """A trained SPAE with a text interface (see module docstring)."""
 
-    def __init__(self, model: SPAE, vocab: Vocabulary, prep: str = "resize", name: str = ""):
+    def __init__(self, model: SPAE, vocab: Vocabulary, prep: str = "resize", name: str = "",
+                 semantic_backbone=None):
         self.model = model
+        self._backbone = semantic_backbone       # loaded on the first encode that needs it (decoding never does)
         self.vocab = vocab
         self.prep = prep
         self.name = name
@@ -156,9 +158,9 @@ class Tokenizer:
         graphdef, state = nnx.split(model)
 
         @jax.jit
-        def _encode(state, x):           # uint8 (B, S, S, C) -> list of (B, h_l, w_l)
+        def _encode(state, x, feats):    # uint8 (B, S, S, C), backbone features (B, F) or None -> list of (B, h_l, w_l)
             m = nnx.merge(graphdef, state)
-            ids, _, _ = m.quantize(m.encode(x.astype(jnp.float32) / 127.5 - 1.0))
+            ids, _, _ = m.quantize(m.encode(x.astype(jnp.float32) / 127.5 - 1.0), feats)
             return ids
 
         @jax.jit
@@ -172,6 +174,31 @@ class Tokenizer:
     @property
     def num_layers(self) -> int:
         return self.model.num_layers
+
+    @property
+    def semantic_backbone(self):
+        """The frozen backbone the top layers read (None without a semantic path); loaded on first use."""
+        cfg = self.model.cfg
+        if not cfg.has_semantic_path:
+            return None
+        if self._backbone is None:
+            from spae.semantic_path import load_semantic_backbone
+
+            self._backbone = load_semantic_backbone(cfg.semantic_backbone)
+        return self._backbone
+
+    def semantic_features(self, images: np.ndarray) -> np.ndarray | None:
+        """The frozen backbone's features (B, F) of the images as given (any size), or None."""
+        backbone = self.semantic_backbone
+        if backbone is None:
+            return None
+        from spae.semantic_path import backbone_features, check_backbone
+
+        cfg = self.model.cfg
+        rgb = images if images.ndim == 4 and images.shape[-1] == 3 else \
+            np.repeat(images.reshape(images.shape[:3] + (1,)), 3, -1)
+        return check_backbone(backbone_features(backbone, list(rgb), cfg.semantic_head), len(images),
+                              cfg.semantic_features, cfg.semantic_backbone)
 
     @property
     def strides(self) -> tuple:
@@ -190,7 +217,9 @@ class Tokenizer:
         images = _as_image_batch(images)
         cfg = self.model.cfg
         x = to_model_images(images, cfg.image_size, cfg.channels, self.prep)
-        parts = [self._encode(self._state, jnp.asarray(x[i:i + batch_size]))
+        feats = self.semantic_features(images)
+        parts = [self._encode(self._state, jnp.asarray(x[i:i + batch_size]),
+                              None if feats is None else jnp.asarray(feats[i:i + batch_size]))
                  for i in range(0, len(x), batch_size)]
         codes = [np.concatenate([np.asarray(p[l]) for p in parts]) for l in range(self.num_layers)]
         return Pyramid(codes, [self.vocab.to_llm_ids(c) for c in codes], tuple(images.shape))
@@ -376,11 +405,14 @@ def resolve_checkpoint(name_or_dir: str | None) -> str:
                             "or give a checkpoint directory written by train.spae")
 
 
-def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
+def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbone=None) -> Tokenizer:
     """Load a tokenizer by shipped name ("photos64", "fmnist32", "scenes64") or checkpoint directory
-    (default: "photos64", real images at 64 x 64).
+    (default: "photos64-words", real images at 64 x 64, top words from a frozen ImageNet backbone).
 
     llm: an already loaded frozen LLM to take the embedding table from (else loaded by name).
+    semantic_backbone: for a tokenizer with a semantic path, the frozen backbone its top layers read,
+    already loaded (an object with `.embed(images) -> (B, F)`, as `load_vision` returns); by default
+    the one its config.json names is loaded on the first encode (decoding needs none).
     """
     directory = resolve_checkpoint(checkpoint_dir)
     meta = _read_meta(directory)
@@ -400,6 +432,7 @@ def load_tokenizer(checkpoint_dir: str | None = None, llm=None) -> Tokenizer:
             llm = load_llm(v["llm"])
         vocab = Vocabulary.load(vocab_path, llm.embeddings)
     mc = ModelConfig.from_dict(meta["model"])
-    model = SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0))
+    model = SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0), words=vocab.words)
     load_weights(model, directory)
-    return Tokenizer(model, vocab, prep=meta["data"].get("prep", "resize"), name=os.path.basename(directory.rstrip("/")))
+    return Tokenizer(model, vocab, prep=meta["data"].get("prep", "resize"), name=os.path.basename(directory.rstrip("/")),
+                     semantic_backbone=semantic_backbone)

@@ -65,6 +65,9 @@ def resolve_config(cfg):
         if cfg.loss.get("quantize_ramp", 0) or cfg.loss.get("gan", 0):
             raise ValueError("train.trainable='decoder' decodes the fixed pyramid only: set loss.quantize_ramp=0 "
                              "and loss.gan=0")
+    if cfg.model.get("semantic_backbone", "none") != "none" and cfg.loss.semantic:
+        raise ValueError("a semantic path (model.semantic_backbone) trains its words with loss.semantic_path; "
+                         "set loss.semantic=0 (the encoder's top-K relevance loss is for models without one)")
     bad = [l for l in cfg.loss.get("semantic_layers", []) if not 1 <= l <= num_layers]
     if cfg.loss.semantic and bad:
         raise ValueError(f"loss.semantic_layers {bad} outside 1..{num_layers}")
@@ -105,20 +108,23 @@ def init_weights(model: SPAE, directory: str) -> None:
         ignore.add("decoder_growth")
     if tuple(ours["strides"][:len(theirs["strides"])]) == tuple(theirs["strides"]):
         ignore.add("strides")   # layers appended to the pyramid: SAQ keeps every earlier layer's tokens
+    adds_semantic_path = theirs["semantic_backbone"] == "none" and ours["semantic_backbone"] != "none"
+    if adds_semantic_path:      # a semantic path put on a trained pixel model: its head starts fresh
+        ignore |= {"semantic_backbone", "semantic_layers", "semantic_head", "semantic_features", "semantic_hidden"}
     diff = {k: (theirs.get(k), v) for k, v in ours.items() if k not in ignore and theirs.get(k) != v}
     if diff:
         raise ValueError(f"train.init_from={directory} was trained with another model config; differing "
                          f"fields (checkpoint, this config): {diff}")
-    load_weights(model, directory, keep_missing=("decoder/grown/",))
+    load_weights(model, directory, keep_missing=("decoder/grown/",) + (("semantic/",) if adds_semantic_path else ()))
 
 
 class TrainState(nnx.Module):
     """Model, optimizer(s), generator EMA, discriminator, fixed perceptual network, counters."""
 
-    def __init__(self, cfg, codebook: np.ndarray, *, rngs: nnx.Rngs):
+    def __init__(self, cfg, codebook: np.ndarray, *, rngs: nnx.Rngs, words=None):
         mc = model_config(cfg)
         steps = cfg.train.steps
-        self.model = SPAE(codebook, mc, rngs=rngs)
+        self.model = SPAE(codebook, mc, rngs=rngs, words=words)
         if cfg.train.get("init_from"):
             init_weights(self.model, cfg.train.init_from)
         wrt = TRAINABLE[cfg.train.get("trainable", "all")]
@@ -149,6 +155,26 @@ def ema_modules(ts: TrainState):
     return model
 
 
+def semantic_path_targets(model: SPAE, batch: dict) -> list:
+    """The semantic head on every view's backbone features: batch["sem_feat"] (B, V, F) -> per
+    semantic layer (B, V, h_l, w_l, d); [] for a model without a semantic path."""
+    if model.semantic is None:
+        return []
+    feats = batch["sem_feat"]
+    b, views, f = feats.shape
+    return [t.reshape((b, views) + t.shape[1:]) for t in model.semantic_targets(feats.reshape(b * views, f))]
+
+
+def semantic_path_loss(model: SPAE, sem_targets: list, rows, temperature: float):
+    """Mean cross-entropy of every view's every semantic position against its teacher row (B, P)."""
+    from spae.semantic_path import vocabulary_ce
+
+    b, views = sem_targets[0].shape[:2]
+    t = jnp.concatenate([x.reshape(b, views, -1, x.shape[-1]) for x in sem_targets], axis=2)   # (B, V, P, d)
+    r = jnp.broadcast_to(rows[:, None, :], t.shape[:3])
+    return vocabulary_ce(t.reshape(-1, t.shape[-1]), model.codes(), r.reshape(-1), temperature)
+
+
 RANDOM_PREFIX_STREAM = 1_000_003    # fold_in tag of the random-prefix depths, apart from the entropy keys
 
 
@@ -171,7 +197,8 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
 
     def g_loss_fn(model, disc, percept):
         z = model.encode(x)                                        # (B, h, w, d)
-        ids, zhat, aux = model.quantize(z)
+        sem_targets = semantic_path_targets(model, batch)          # per view, per semantic layer
+        ids, zhat, aux = model.quantize_with_targets(z, [t[:, 0] for t in sem_targets])
         if ramp > 0:   # decoder input slides from the continuous z to the quantized zhat
             r = jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
             zhat = [zh + (1.0 - r) * (z - zh) for zh in zhat]
@@ -204,9 +231,14 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
         terms["commit"] = L.commit * pick(aux["commit"])
         if model.encoder.code_proj is not None:        # moves the learned projection of the table
             terms["codebook"] = L.get("codebook", 1.0) * pick(aux["codebook"])
+        if sem_targets:      # the semantic head: each position's teacher word, from the whole table
+            terms["semantic_path"] = L.get("semantic_path", 1.0) * semantic_path_loss(
+                model, sem_targets, batch["sem_rows"], L.get("semantic_path_temp", 0.25))
+            out["semantic_path_ce"] = terms["semantic_path"] / max(L.get("semantic_path", 1.0), 1e-12)
         if L.get("entropy", 0.0) > 0:                   # codebook-usage regulariser on the chosen layers
             cb = model.codes()
-            ent_layers = L.get("entropy_layers") or range(1, n_layers + 1)
+            first = model.cfg.semantic_layers + 1        # the semantic layers' words come from their teacher
+            ent_layers = L.get("entropy_layers") or range(first, n_layers + 1)
             targets = {l: aux["targets"][l - 1] for l in ent_layers}
             cap = L.get("entropy_positions")   # None: every position; else a strided subset per layer
             if cap is not None:

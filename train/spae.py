@@ -90,14 +90,85 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
     return ids, prob
 
 
+def semantic_path_arrays(cfg, vocab, workdir) -> dict:
+    """Training arrays of a model with a semantic path, cached in workdir:
+    image uint8 (N, S, S, C) as the model sees it; sem_feat (N, 2, F): the frozen backbone's features of
+    that image and of its source at data.semantic_size (the tokenizer hands the backbone the images it
+    is given, so both sizes occur); sem_rows (N, P): the ImageNet teacher's word per semantic position
+    (`semantic_path.rank_targets`), from the source image's class probabilities."""
+    import copy
+
+    from spae import semantic
+    from spae.data import load_split, to_model_images
+    from spae.semantic_path import load_semantic_backbone, rank_targets
+
+    m, L = cfg.model, cfg.loss
+    if L.get("relevance", "imagenet") != "imagenet":
+        raise ValueError("a semantic path trains on the ImageNet teacher: set loss.relevance='imagenet'")
+    src_cfg = copy.deepcopy(cfg.data)
+    src_cfg.image_size = int(cfg.data.get("semantic_size") or cfg.data.image_size)
+    cache = os.path.join(workdir, "semantic_path_arrays.npz")
+    key = json.dumps([cfg.data.to_dict(), m.semantic_backbone, m.semantic_layers, vocab.size,
+                      vocab.llm_ids[:50].tolist(), L.get("semantic_specificity", True)], sort_keys=True)
+    backbone = load_semantic_backbone(m.semantic_backbone)
+
+    def head_input(arrays):   # the words head reads class logits: the classifier on the stored pooled features
+        if m.get("semantic_head", "words") != "words":
+            return arrays
+        n, views, f = arrays["sem_feat"].shape
+        logits = backbone.logits_from_embedding(arrays["sem_feat"].reshape(n * views, f))
+        return {**arrays, "sem_feat": logits.reshape(n, views, -1).astype(np.float32)}
+
+    if os.path.exists(cache):
+        with np.load(cache) as f:
+            if str(f["key"]) == key:
+                return head_input({k: f[k] for k in ("image", "sem_feat", "sem_rows")})
+    source, _, _ = load_split(src_cfg, "train")                         # (N, S', S', C)
+    images = to_model_images(source, cfg.data.image_size, cfg.data.channels, cfg.data.get("prep", "resize"))
+    if not hasattr(backbone, "probabilities_from_embedding"):
+        raise ValueError(f"the ImageNet teacher needs an ImageNet classifier backbone; {m.semantic_backbone!r} is not one")
+    print(f"reading the frozen backbone {m.semantic_backbone} on {len(images)} images at "
+          f"{cfg.data.image_size} and {src_cfg.image_size} px ...", file=sys.stderr)
+    rgb = lambda x: np.repeat(x, 3, -1) if x.shape[-1] == 1 else x        # noqa: E731
+    small, large = backbone.embed(rgb(images)), backbone.embed(rgb(source))
+    probs = backbone.probabilities_from_embedding(large)
+    ids, prob = semantic.imagenet_topk_from_probabilities(probs, vocab.words, 16, L.get("semantic_specificity", True))
+    grid = cfg.data.image_size // 2 ** (len(m.ch_mult) - 1)
+    positions = sum((grid // int(s)) ** 2 for s in m.strides[:m.semantic_layers])
+    arrays = {"image": images, "sem_feat": np.stack([small, large], 1).astype(np.float32),
+              "sem_rows": rank_targets(ids, prob, positions)}
+    np.savez(cache, key=np.asarray(key), **arrays)
+    return head_input(arrays)
+
+
 def build_arrays(cfg, vocab, workdir) -> dict:
     from spae.data import load_split
 
+    if cfg.model.get("semantic_backbone", "none") != "none":
+        return semantic_path_arrays(cfg, vocab, workdir)
     images, labels, class_names = load_split(cfg.data, "train")
     arrays = {"image": images}
     if cfg.loss.semantic > 0 and cfg.train.get("trainable", "all") == "all":   # a decoder-only run needs none
         arrays["sem_ids"], arrays["sem_prob"] = semantic_targets(cfg, vocab, images, labels, class_names, workdir)
     return arrays
+
+
+def fit_head(ts, arrays: dict, cfg, workdir: str, quiet: bool = False) -> None:
+    """Fit the semantic head alone on the backbone features against the starting code table
+    (`semantic_path.fit_semantic_head`), its generator EMA too; writes workdir/semantic_head.json."""
+    from spae.semantic_path import fit_semantic_head, head_accuracy
+
+    steps = int(cfg.train.semantic_head_steps)
+    codes = ts.model.codes()
+    curve = fit_semantic_head(ts.model.semantic, codes, arrays["sem_feat"], arrays["sem_rows"], steps=steps,
+                              temperature=cfg.loss.get("semantic_path_temp", 0.25), seed=cfg.seed, progress=not quiet)
+    n = min(4000, len(arrays["sem_rows"]))
+    acc = [head_accuracy(ts.model.semantic, codes, arrays["sem_feat"][:n, v], arrays["sem_rows"][:n]).tolist()
+           for v in range(arrays["sem_feat"].shape[1])]
+    with open(os.path.join(workdir, "semantic_head.json"), "w") as f:
+        json.dump({"steps": steps, "loss_every_100": curve, "train_accuracy_per_view_position": acc}, f, indent=1)
+    print(f"semantic head: {steps} steps, loss {curve[0]:.3f} -> {curve[-1]:.3f}, training-image accuracy per view "
+          f"(top word) {[round(a[0], 3) for a in acc]}", file=sys.stderr)
 
 
 def export(state, vocab, cfg, directory: str) -> None:
@@ -128,10 +199,12 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
     arrays = build_arrays(cfg, vocab, workdir)
     mesh = trainlib.make_mesh(cfg.train.num_devices)
     loader = ArrayLoader(arrays, cfg.data.batch_size, seed=cfg.seed, shuffle=True, drop_remainder=True)
-    ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(cfg.seed))
+    ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(cfg.seed), words=vocab.words)
+    ckpt = trainlib.Checkpointer(workdir, max_to_keep=2)
+    if ts.model.semantic is not None and cfg.train.get("semantic_head_steps", 0) and ckpt.latest_step() is None:
+        fit_head(ts, arrays, cfg, workdir, quiet)          # before step 1; a resume restores the fitted head
     fn = StepFn(ts, cfg, mesh)
     del ts
-    ckpt = trainlib.Checkpointer(workdir, max_to_keep=2)
     writer = trainlib.MetricsWriter(workdir)
     start = 0
     restored = ckpt.restore(fn.train)

@@ -184,6 +184,18 @@ class VisionBackbone:
         logits = self._over_images(self._logits_fn, images)
         return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
 
+    def class_logits(self, images) -> np.ndarray:
+        """Images (any form `preprocess` takes) -> class logits (B, 1000)."""
+        return self._over_images(self._logits_fn, images)
+
+    def logits_from_embedding(self, pooled) -> np.ndarray:
+        """Pooled embeddings (B, 1280) from `embed` -> class logits (B, 1000), without a second pass."""
+        return np.asarray(self.model.classify_pooled(jnp.asarray(pooled, jnp.float32)))
+
+    def probabilities_from_embedding(self, pooled) -> np.ndarray:
+        """Pooled embeddings (B, 1280) from `embed` -> softmax class probabilities (B, 1000)."""
+        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits_from_embedding(pooled)), axis=-1))
+
     def classify(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
         """Images (a list of PIL images / paths / uint8 arrays, or a (B, H, W, 3) uint8 batch) -> per image
         the top-k (name, probability), best first."""

@@ -18,6 +18,7 @@ def base_config() -> Config:
             image_size=32, channels=1,
             prep="resize",               # pad (28 -> 32, zeros) | resize
             num_train=None, num_test=2000,
+            semantic_size=None,          # semantic path: size of the source images the backbone also reads
             batch_size=32,
         ),
         vocab=dict(
@@ -30,7 +31,12 @@ def base_config() -> Config:
                    chunk_size=8192, dtype="float32", codebook_norm="none",
                    code_dim=0,                 # > 0: SAQ in a learned projection of the frozen table
                    straight_through="identity",    # identity | rotation (spae.quantizer)
-                   decoder_growth=0),          # identity-initialised residual blocks added per decoder resolution
+                   decoder_growth=0,           # identity-initialised residual blocks added per decoder resolution
+                   semantic_backbone="none",   # none | efficientnet-lite0 (any load_vision name) | clip:NAME
+                   semantic_layers=0,          # top layers the semantic path predicts (spae.semantic_path)
+                   semantic_head="words",      # words: class logits -> teacher-word scores | mlp: pooled features
+                   semantic_features=0,        # head input width: 1000 class logits (words), 1280 pooled (mlp)
+                   semantic_hidden=1024),
         loss=dict(
             l2=1.0, l1=0.0,
             foreground=0.0,              # extra pixel-loss weight on pixels off the image's median colour
@@ -51,6 +57,9 @@ def base_config() -> Config:
             semantic_schedule="warmup", semantic_warmup=200,
             semantic_k=32, semantic_tau=0.01,
             semantic_negatives=False,    # also push away from the chosen off-list token
+            semantic_path=1.0,           # with model.semantic_backbone: weight of the head's word cross-entropy
+            semantic_path_temp=0.25,     # its temperature on squared code distances
+            semantic_specificity=True,   # imagenet teacher: hypernym words weighed by how few classes they name
             relevance="clip",            # clip | imagenet (classifier, onto class and hypernym words) | labels | random
             clip=None,                   # load_clip() argument (None: the repo's default)
             relevance_words="all",       # all | known (only words the contrastive model was trained on)
@@ -60,5 +69,6 @@ def base_config() -> Config:
         train=dict(steps=1000, log_every=50, ckpt_every=500, ema_decay=0.99,
                    num_devices=None, eval_batches=4,
                    init_from=None,       # a tokenizer checkpoint dir whose weights start the model
+                   semantic_head_steps=0,  # semantic path: steps fitting the head alone before step 1
                    trainable="all"),     # all | decoder (fixed encoder and tokens; needs init_from)
     )
