@@ -4,6 +4,7 @@
     python -m eval.fewshot --method lqae --tokenizer CKPT --episodes EPISODES.csv --out DIR
     python -m eval.fewshot --method lens --episodes EPISODES.csv --out DIR
     python -m eval.fewshot --method random --layers 2 --episodes EPISODES.csv --out DIR
+    python -m eval.fewshot --method lens --calibrate both --episodes EPISODES.csv --out DIR
 
 Episodes come from `python -m visiondata.episodes` so every method sees the same ones. Each image
 becomes a list of LLM token ids (`ImageCoder`); the prompt is built by concatenating ids, never by
@@ -13,8 +14,10 @@ re-tokenising image tokens:
     Input: <image ids> Output: <label>\n        (one line per support example, N*K lines)
     Input: <query ids> Output:
 
-Prediction: closed-form, argmax of `llm.score` over the episode's N labels; open-ended, the
-greedy continuation (up to the line end) compared with the true label. Writes DIR/results.jsonl
+Prediction: closed-form, argmax of the label log-probs over the episode's N labels, after the
+label-bias correction --calibrate (none, contextual, orders or both; `llmsight.fewshot`, where the
+prompt is built too); open-ended, the greedy continuation (up to the line end) after the prompt in
+the given order, uncorrected, compared with the true label. Writes DIR/results.jsonl
 (one line per query) and DIR/summary.json (accuracy with a 95% confidence interval over episodes).
 
 Cross-style episodes (support rows from one dataset, query rows from another of the same split,
@@ -48,8 +51,8 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from backbones.cli_errors import add_debug_flag, cli_main
-
-INSTRUCTION = "Each input is an image written as words. Answer with the label of the image."
+# The prompt and the label-bias corrections live in the installed package, for `llmsight fewshot` too.
+from llmsight.fewshot import CALIBRATIONS, INSTRUCTION, build_prefix, label_log_probs, query_part
 
 
 class ImageCoder(Protocol):
@@ -113,18 +116,6 @@ class TextCoder:
         return [self.llm.encode(text) for text in self.describe(images)]
 
 
-def build_prefix(llm, supports: Sequence[tuple[list[int], str]], instruction: str = INSTRUCTION) -> list[int]:
-    """Instruction line, then one `Input: <ids> Output: <label>` line per support example."""
-    out = llm.encode(instruction + "\n")
-    for ids, label in supports:
-        out += llm.encode("Input:") + list(ids) + llm.encode(f" Output: {label}\n")
-    return out
-
-
-def query_part(llm, query: list[int]) -> list[int]:
-    return llm.encode("Input:") + list(query) + llm.encode(" Output:")
-
-
 def build_prompt(llm, supports: Sequence[tuple[list[int], str]], query: list[int],
                  instruction: str = INSTRUCTION) -> list[int]:
     """The whole prompt as ids: prefix (instruction + supports) then the query line."""
@@ -151,8 +142,11 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: bool = True,
-        progress: bool = True, done: dict | None = None, on_episode=None, query_images: np.ndarray | None = None):
+        progress: bool = True, done: dict | None = None, on_episode=None, query_images: np.ndarray | None = None,
+        calibrate: str = "none"):
     """Score every query of every episode; returns (per-query records, summary dict).
+
+    calibrate: the label-bias correction of the closed-form prediction (`llmsight.fewshot.CALIBRATIONS`).
 
     done: {episode index: its records} from an earlier run (see `stored_episodes`); those episodes
     are not scored again. on_episode(records): called with each newly scored episode's records.
@@ -161,6 +155,8 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
     """
     from tqdm import tqdm
 
+    if calibrate not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration {calibrate!r}; choose one of {', '.join(CALIBRATIONS)}")
     done = done or {}
     records = []
     offset = 0
@@ -200,8 +196,9 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
         supports = [supports[j] for j in order]
         hits, hits_open = [], []
         prefix = build_prefix(llm, supports)
-        queries = [query_part(llm, codes[int(q) + offset]) for q in ep.query]
-        scores = llm.score_batch(prefix, queries, [llm.encode(" " + name) for name in names])   # (Q, N)
+        query_ids = [codes[int(q) + offset] for q in ep.query]
+        scores = label_log_probs(llm, supports, query_ids, names, calibrate)                  # (Q, N)
+        queries = [query_part(llm, ids) for ids in query_ids]
         for q, y, row, qids in zip(ep.query, ep.query_labels, scores, queries):
             pred = names[int(np.argmax(row))]
             rec = {"episode": e_idx, "query": int(q), "label": label_of[int(y)], "pred": pred,
@@ -219,7 +216,7 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
         if on_episode is not None:
             on_episode(records[first:])
     acc, ci = mean_ci95(per_episode)
-    summary = {"accuracy": acc, "ci95": ci, "episodes": len(episodes),
+    summary = {"accuracy": acc, "ci95": ci, "calibrate": calibrate, "episodes": len(episodes),
                "queries": len(records), "mean_prompt_tokens": float(np.mean([r["prompt_tokens"] for r in records]))}
     if per_episode_open:
         summary["open_accuracy"], summary["open_ci95"] = mean_ci95(per_episode_open)
@@ -241,7 +238,10 @@ def write_results(out: str, records: list[dict], summary: dict) -> None:
 
 PARTIAL = "results.partial.jsonl"
 # Summary fields that must agree for an earlier run's records to be reused.
-RUN_KEYS = ("method", "label", "layers", "tokenizer", "tokenizer_digest", "llm", "seed", "lens_captions")
+RUN_KEYS = ("method", "label", "layers", "tokenizer", "tokenizer_digest", "llm", "seed", "lens_captions",
+            "calibrate")
+# A run setting that stored runs (or settings) may lack, read as the value every run without it had.
+RUN_DEFAULTS = {"calibrate": "none"}
 # Fields recorded since cross-style episodes and real-image LENS: a stored run without one of them is
 # read as `_legacy_value` says (what every run of that time had, or _ANY where it was not written down).
 DATA_KEYS = ("dataset", "query_dataset", "split", "lens_vision")
@@ -257,7 +257,7 @@ def _legacy_value(meta: dict, key: str):
 
 
 def _same_run(meta: dict, settings: dict) -> bool:
-    if any(meta.get(k) != settings.get(k) for k in RUN_KEYS):
+    if any(meta.get(k, RUN_DEFAULTS.get(k)) != settings.get(k, RUN_DEFAULTS.get(k)) for k in RUN_KEYS):
         return False
     for k in DATA_KEYS:
         if k in settings and (v := _legacy_value(meta, k)) is not _ANY and v != settings[k]:
@@ -323,7 +323,8 @@ def stored_episodes(out: str, settings: dict, episodes, open_ended_eval: bool) -
 def run_resumable(out: str, settings: dict, llm, coder: ImageCoder, episodes, images: np.ndarray,
                   open_ended_eval: bool, progress: bool = True, query_images: np.ndarray | None = None):
     """`run`, reusing OUT's stored episodes (`stored_episodes`) and appending each new one to
-    OUT/results.partial.jsonl as it finishes. Returns (records, summary); writes no summary."""
+    OUT/results.partial.jsonl as it finishes; the correction is settings["calibrate"] (default
+    "none"). Returns (records, summary); writes no summary."""
     done = stored_episodes(out, settings, episodes, open_ended_eval)
     if done and progress:
         print(f"reusing {len(done)} of {len(episodes)} episodes stored in {out}")
@@ -337,7 +338,8 @@ def run_resumable(out: str, settings: dict, llm, coder: ImageCoder, episodes, im
             partial.flush()
 
         records, summary = run(llm, coder, episodes, images, open_ended_eval=open_ended_eval,
-                               progress=progress, done=done, on_episode=save_episode, query_images=query_images)
+                               progress=progress, done=done, on_episode=save_episode, query_images=query_images,
+                               calibrate=settings.get("calibrate", RUN_DEFAULTS["calibrate"]))
     summary["reused_episodes"] = len(done)
     return records, summary
 
@@ -404,6 +406,9 @@ def main(argv=None, llm=None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random control's tokens")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N episodes")
     ap.add_argument("--no-open-ended", action="store_true", help="skip greedy open-ended answers (faster)")
+    ap.add_argument("--calibrate", choices=CALIBRATIONS, default="none",
+                    help="label-bias correction of the closed-form answer: contextual (content-free queries), "
+                         "orders (average over support orders), both, or none (default)")
     ap.add_argument("--lens-captions", action="store_true",
                     help="lens: add captions to tags and attributes (the LENS VQA setup; longer prompts)")
     ap.add_argument("--name", default=None, help="row name in reports (default: the method, e.g. spae_nosem)")
@@ -440,7 +445,7 @@ def main(argv=None, llm=None) -> dict:
     settings = {"method": args.method, "label": args.name, "layers": None if is_lens else args.layers,
                 "tokenizer": args.tokenizer, "tokenizer_digest": None if is_lens else checkpoint_digest(args.tokenizer),
                 "lens_captions": args.lens_captions if is_lens else None, "llm": args.llm, "seed": args.seed,
-                "dataset": dataset, "query_dataset": query_dataset, "split": split}
+                "calibrate": args.calibrate, "dataset": dataset, "query_dataset": query_dataset, "split": split}
     open_ended_eval = not args.no_open_ended
     coder = make_coder(args.method, llm, args.layers, args.tokenizer, args.seed, args.lens_captions, lens_real)
     # The models LENS loaded, e.g. "imagenet:efficientnet-lite0+clip:lit" (real images) or "clip:offline".
@@ -454,7 +459,7 @@ def main(argv=None, llm=None) -> dict:
                     "episodes_file": os.path.abspath(args.episodes),
                     "seconds": round(time.perf_counter() - t, 1), "command": command})
     write_results(args.out, records, summary)
-    line = f"{args.method}: accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
+    line = f"{args.method} (calibrate {args.calibrate}): accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
     if "open_accuracy" in summary:
         line += f", open-ended {summary['open_accuracy']:.3f} ± {summary['open_ci95']:.3f}"
     source = dataset + (f" -> queries from {query_dataset}" if query_dataset else "")

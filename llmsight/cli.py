@@ -138,6 +138,7 @@ def _image_ids(args, llm, images: list[np.ndarray]) -> list[list[int]]:
 
 def cmd_fewshot(args) -> int:
     from backbones import load_llm
+    from llmsight.fewshot import label_log_probs
 
     supports = []
     for item in args.support:
@@ -151,14 +152,14 @@ def cmd_fewshot(args) -> int:
     llm = load_llm(args.llm)
     images = [_read_image(p) for p, _ in supports] + [_read_image(q) for q in args.queries]
     ids = _image_ids(args, llm, images)
-    # The prompt of eval.fewshot: an instruction line, one "Input: <image> Output: <label>" line per support.
-    prefix = llm.encode("Each input is an image written as words. Answer with the label of the image.\n")
-    for (path, label), image_ids in zip(supports, ids):
-        prefix += llm.encode("Input:") + image_ids + llm.encode(f" Output: {label}\n")
-    for query, image_ids in zip(args.queries, ids[len(supports):]):
-        scores = llm.score(prefix + llm.encode("Input:") + image_ids + llm.encode(" Output:"), [" " + l for l in labels])
-        best = labels[int(np.argmax(scores))]
-        print(f"{query}: {best}   (" + ", ".join(f"{l} {s:.2f}" for l, s in zip(labels, scores)) + " log-prob)")
+    # The prompt of eval.fewshot, the supports in the order given: llmsight.fewshot builds and scores it.
+    support_ids = [(image_ids, label) for image_ids, (_, label) in zip(ids, supports)]
+    scores = label_log_probs(llm, support_ids, ids[len(supports):], labels, args.calibrate)     # (Q, N)
+    note = "" if args.calibrate == "none" else f", calibrated: {args.calibrate}"
+    for query, row in zip(args.queries, scores):
+        best = labels[int(np.argmax(row))]
+        print(f"{query}: {best}   (" + ", ".join(f"{l} {s:.2f}" for l, s in zip(labels, row)) +
+              f" log-prob over the labels{note})")
     return 0
 
 
@@ -203,10 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--tokenizer", default=None, help="default: the one named in the token file")
     c.set_defaults(fn=cmd_decode)
+    from llmsight.fewshot import CALIBRATIONS
+
     f = sub.add_parser("fewshot", help="in-context classification: labelled examples, then the LLM labels queries",
                        formatter_class=raw,
                        epilog=_examples("llmsight fewshot --support cat.jpg=cat --support mug.jpg=mug query1.jpg query2.jpg",
-                                        "llmsight fewshot --method lens --support a.png=apple --support b.png=boat q.png"))
+                                        "llmsight fewshot --method lens --support a.png=apple --support b.png=boat q.png",
+                                        "llmsight fewshot --calibrate both --support cat.jpg=cat --support mug.jpg=mug q.jpg"))
     f.add_argument("queries", nargs="+", help="images to label")
     f.add_argument("--support", action="append", required=True, metavar="IMAGE=LABEL",
                    help="a labelled example (repeat; at least two labels)")
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--layers", type=int, default=2, help="spae: pyramid layers per image (default 2: 5 words)")
     f.add_argument("--tokenizer", default=None, help="spae: shipped name or checkpoint dir (default photos64)")
     f.add_argument("--llm", default="smollm2-135m")
+    f.add_argument("--calibrate", choices=CALIBRATIONS, default="none",
+                   help="correct the LLM's label bias: contextual (divide by the label probabilities after "
+                        "content-free queries), orders (average over support orders, each label last once), "
+                        "both, or none (default)")
     f.set_defaults(fn=cmd_fewshot)
     for sp in (d, t, r, c, f):
         sp.add_argument("--debug", action="store_true", help="show the full traceback of an error")

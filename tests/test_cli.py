@@ -65,13 +65,29 @@ def test_every_command_has_help_with_an_example():
         assert "example:" in p.format_help() and "llmsight " + name in p.format_help(), name
 
 
-def test_fewshot_prints_one_of_the_support_labels(photo, capsys):
-    from visiondata import photos
+@pytest.fixture
+def shared_models(monkeypatch, smollm2):
+    """`llmsight fewshot` loads its models on every call; here the session's LLM and one LENS serve them all."""
+    import functools
 
+    import backbones
+    from lens import Lens
+
+    monkeypatch.setattr(backbones, "load_llm", lambda name: smollm2)
+    monkeypatch.setattr(Lens, "load", functools.lru_cache(maxsize=None)(Lens.load))
+
+
+@pytest.mark.parametrize("method", ["spae", "lens"])
+def test_fewshot_labels_a_support_image_as_that_support_in_either_order(method, photo, shared_models, capsys):
+    """With the label-bias correction on, a query that is the very file of a support gets that support's label,
+    whichever support comes last (uncorrected, SmolLM2 answers "cat" for the coffee photo in one order)."""
     coffee = photos.paths()[photos.NAMES.index("coffee")]
-    assert main(["fewshot", "--support", f"{photo}=cat", "--support", f"{coffee}=coffee", coffee, photo]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith(coffee) and lines[1].startswith(photo)
-    for line in lines:
-        choice = line.split(": ", 1)[1].split()[0]
-        assert choice in ("cat", "coffee") and "log-prob" in line
+    for supports in ([f"{photo}=cat", f"{coffee}=coffee"], [f"{coffee}=coffee", f"{photo}=cat"]):
+        argv = ["fewshot", "--method", method, "--calibrate", "both", coffee, photo]
+        assert main(argv + [a for s in supports for a in ("--support", s)]) == 0, supports
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [line.split(": ", 1)[0] for line in lines] == [coffee, photo]
+        assert [line.split(": ", 1)[1].split()[0] for line in lines] == ["coffee", "cat"], (supports, lines)
+        for line in lines:       # "(cat -0.64, coffee -0.75 log-prob over the labels, ...)": a distribution
+            log_probs = [float(part.split()[1]) for part in line.split("(", 1)[1].split(" log-prob")[0].split(", ")]
+            assert sum(np.exp(log_probs)) == pytest.approx(1, abs=0.02) and "calibrated: both" in line

@@ -207,3 +207,105 @@ def test_checkpoint_digest_follows_the_weights(tmp_path):
     assert fewshot.checkpoint_digest(str(a)) == fewshot.checkpoint_digest(str(b))
     (b / "params.safetensors").write_bytes(b"weights-2")
     assert fewshot.checkpoint_digest(str(a)) != fewshot.checkpoint_digest(str(b))
+
+
+class _BiasedLLM:
+    """score_batch returns fixed label log-probs: `content_free` rows for the content-free query
+    lines, `query` for any other line, plus `recency` for the label of the prefix's last support.
+    Records the prefix of each call."""
+
+    def __init__(self, query, content_free=(), recency=0.0):
+        self.query, self.content_free, self.recency, self.prefixes = query, list(content_free), recency, []
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+    def score_batch(self, prefix, queries, cands):
+        from llmsight.fewshot import content_free_queries, query_part
+
+        self.prefixes.append(list(prefix))
+        free = [query_part(self, q) for q in content_free_queries(self)]
+        text = "".join(map(chr, prefix))
+        last = text.rsplit("Output: ", 1)[1].strip()
+        bonus = np.array([self.recency * (("".join(map(chr, c)).strip()) == last) for c in cands])
+        return np.array([(self.content_free[free.index(q)] if q in free else self.query) + bonus for q in queries])
+
+
+def test_contextual_calibration_divides_by_the_content_free_distribution():
+    from llmsight.fewshot import CONTENT_FREE_INPUTS, label_log_probs
+
+    # Raw: "cat" wins 0.6 : 0.4 (summed log-probs, unnormalised: each row is off by a constant).
+    # After the supports the content-free inputs give cat 0.9, 0.7, 0.8: mean 0.8 : 0.2 (probabilities
+    # averaged, not log-probs). Calibrated: 0.6/0.8 : 0.4/0.2 = 0.75 : 2, so "dog" wins, 3 : 8.
+    assert len(CONTENT_FREE_INPUTS) == 3
+    free = [np.log([0.9, 0.1]) - 1.0, np.log([0.7, 0.3]) - 5.0, np.log([0.8, 0.2])]
+    llm = _BiasedLLM(np.log([0.6, 0.4]) - 3.0, free)
+    supports = [([1], "dog"), ([2], "cat")]
+    raw = label_log_probs(llm, supports, [[7], [8]], ["cat", "dog"], "none")
+    np.testing.assert_allclose(raw, np.log([[0.6, 0.4]] * 2))
+    calibrated = label_log_probs(llm, supports, [[7], [8]], ["cat", "dog"], "contextual")
+    np.testing.assert_allclose(calibrated, np.log([[3 / 11, 8 / 11]] * 2))
+    assert len(llm.prefixes) == 2 and llm.prefixes[0] == llm.prefixes[1]     # one call each, the given order
+    with pytest.raises(ValueError, match="unknown calibration"):
+        label_log_probs(llm, supports, [[7]], ["cat", "dog"], "platt")
+
+
+def test_order_averaging_cancels_a_recency_bonus():
+    from llmsight.fewshot import label_log_probs, support_orders
+
+    assert support_orders(["cat", "dog"]) == [[0, 1], [1, 0]]
+    assert support_orders(list("abcabc")) == [[0, 1, 2, 3, 4, 5], [5, 0, 1, 2, 3, 4], [4, 5, 0, 1, 2, 3]]
+    assert support_orders(["x", "x", "y", "y"]) == [[0, 1, 2, 3], [2, 3, 0, 1]]    # each label last once
+    # The query says dog 0.6 : cat 0.4; whichever label ends the prompt gains log 4 (its odds x4).
+    llm = _BiasedLLM(np.log([0.4, 0.6]), recency=np.log(4.0))
+    supports = [([1], "dog"), ([2], "cat")]
+    raw = label_log_probs(llm, supports, [[7]], ["cat", "dog"], "none")
+    np.testing.assert_allclose(raw, np.log([[1.6 / 2.2, 0.6 / 2.2]]))            # cat, by recency
+    averaged = label_log_probs(llm, supports, [[7]], ["cat", "dog"], "orders")
+    # The mean of log(1.6/2.2, 0.6/2.2) and log(0.4/2.8, 2.4/2.8), renormalised: 0.8 : 1.2.
+    np.testing.assert_allclose(averaged, np.log([[0.4, 0.6]]))
+    ends = ["".join(map(chr, p)).rsplit("Output: ", 1)[1].strip() for p in llm.prefixes[1:]]
+    assert ends == ["cat", "dog"]                                                 # the given order, then reversed
+    assert label_log_probs(llm, supports[::-1], [[7]], ["cat", "dog"], "orders") == pytest.approx(averaged)
+
+
+def test_both_corrections_calibrate_each_order_then_average():
+    from llmsight.fewshot import corrected_log_probs
+
+    query = np.log([[[0.5, 0.5]], [[0.2, 0.8]]])                   # (O=2, Q=1, N=2)
+    free = np.log([[[0.25, 0.75], [0.25, 0.75]], [[0.5, 0.5], [0.5, 0.5]]])   # (O, C=2, N)
+    # Order 0: 0.5/0.25 : 0.5/0.75 = 3 : 1; order 1 is unbiased: 0.2 : 0.8 = 1 : 4.
+    # Geometric mean of (3/4, 1/4) and (1/5, 4/5): sqrt(3/20) : sqrt(4/20) = sqrt(3) : 2.
+    want = np.log(np.array([[np.sqrt(3), 2.0]]) / (np.sqrt(3) + 2))
+    np.testing.assert_allclose(corrected_log_probs(query, free), want)
+    np.testing.assert_allclose(corrected_log_probs(query[:1]), np.log([[0.5, 0.5]]))
+
+
+def test_calibration_setting_is_part_of_a_stored_run(tmp_path):
+    import json
+
+    labels = np.repeat(np.arange(4), 3)
+    images = np.zeros((len(labels), 2, 2), np.uint8)
+    eps = episodes_mod.sample(labels, ways=2, shots=1, queries=1, n_episodes=3, seed=0)
+    for e in eps:
+        e.class_names = [f"c{int(c)}" for c in e.classes]
+    settings = {"method": "random", "label": None, "layers": 1, "tokenizer": None, "tokenizer_digest": None,
+                "llm": "x", "seed": 0, "lens_captions": None, "calibrate": "contextual"}
+    out = str(tmp_path / "run")
+    llm = _BiasedLLM(np.log([0.6, 0.4]), [np.log([0.8, 0.2])] * 3)
+    recs, summary = fewshot.run_resumable(out, settings, llm, _CountingCoder(), eps, images, False, progress=False)
+    assert summary["calibrate"] == "contextual"
+    assert all(r["pred"] == eps[r["episode"]].class_names[1] for r in recs)      # the calibrated winner
+    fewshot.write_results(out, recs, {**summary, **settings})
+    assert len(fewshot.stored_episodes(out, settings, eps, False)) == 3
+    for other in ("none", "orders", "both"):
+        assert fewshot.stored_episodes(out, {**settings, "calibrate": other}, eps, False) == {}, other
+    # A run stored before the setting existed was uncorrected: it stands for "none" (or no setting).
+    old = {k: v for k, v in settings.items() if k != "calibrate"}
+    with open(f"{out}/summary.json", "w") as f:
+        json.dump(old, f)
+    assert len(fewshot.stored_episodes(out, {**settings, "calibrate": "none"}, eps, False)) == 3
+    assert len(fewshot.stored_episodes(out, old, eps, False)) == 3
+    assert fewshot.stored_episodes(out, settings, eps, False) == {}
+    with pytest.raises(ValueError, match="unknown calibration"):
+        fewshot.run(llm, _CountingCoder(), eps, images, open_ended_eval=False, progress=False, calibrate="yes")

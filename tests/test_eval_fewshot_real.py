@@ -172,3 +172,28 @@ def test_tuxpaint_category_episodes_round_trip(tmp_path):
     assert len(photo) == sum(k == "photo" for k in ts.kinds) and set(photo) <= set(labels)
     with pytest.raises(ValueError, match="Tux Paint dataset names"):
         episodes_mod.load_dataset("tuxpaint:drawings", "test")
+
+
+@pytest.fixture(scope="module")
+def support_photo_episodes():
+    """The photos of a cat and a coffee cup and two 2-way 1-shot episodes, one per support order, whose
+    queries are the support photos themselves: the true label of a query is its own support's."""
+    from visiondata import photos
+    from visiondata.episodes import Episode
+
+    cat, cup = photos.NAMES.index("chelsea"), photos.NAMES.index("coffee")
+    label_names = {cat: "cat", cup: "coffee"}
+    eps = []
+    for pair in (np.array([cat, cup]), np.array([cup, cat])):
+        eps.append(Episode(classes=pair, support=pair, support_labels=pair, query=pair, query_labels=pair,
+                           class_names=[label_names[int(i)] for i in pair]))
+    return photos.load(size=128), eps
+
+
+@pytest.mark.parametrize("method", ["spae", "lens"])
+def test_a_query_that_is_a_support_gets_its_label_in_both_orders(method, support_photo_episodes, smollm2):
+    images, eps = support_photo_episodes
+    coder = fewshot.make_coder(method, smollm2, 2, None, 0, lens_real=True)
+    recs, summary = fewshot.run(smollm2, coder, eps, images, open_ended_eval=False, progress=False, calibrate="both")
+    wrong = [(r["episode"], r["label"], r["pred"]) for r in recs if not r["correct"]]
+    assert summary["calibrate"] == "both" and summary["queries"] == 4 and wrong == []
