@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_examples("llmsight tokenize photo.jpg --depth 2", "llmsight tokenize photo.jpg --json > tokens.json"))
     t.add_argument("image")
     t.add_argument("--depth", type=int, default=None, help="layers to keep (default: all)")
-    t.add_argument("--tokenizer", default=None, help="shipped name (photos64, the default; fmnist32; scenes64) or checkpoint dir")
+    t.add_argument("--tokenizer", default=None, help="shipped name (photos64-words, the default; photos64; fmnist32; scenes64) or checkpoint dir")
     t.add_argument("--json", action="store_true", help="ids, shapes and words per layer as JSON (input of decode)")
     t.set_defaults(fn=cmd_tokenize)
 
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a labelled example (repeat; at least two labels)")
     f.add_argument("--method", choices=["spae", "lens"], default="spae", help="how the LLM sees each image")
     f.add_argument("--layers", type=int, default=2, help="spae: pyramid layers per image (default 2: 5 words)")
-    f.add_argument("--tokenizer", default=None, help="spae: shipped name or checkpoint dir (default photos64)")
+    f.add_argument("--tokenizer", default=None, help="spae: shipped name or checkpoint dir (default photos64-words)")
     f.add_argument("--llm", default="smollm2-135m")
     f.add_argument("--calibrate", choices=CALIBRATIONS, default="none",
                    help="correct the LLM's label bias: contextual (divide by the label probabilities after "
