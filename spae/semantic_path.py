@@ -1,8 +1,8 @@
 """The semantic path: SPAE's top layers read from a frozen pretrained image backbone.
 
-    backbone = load_semantic_backbone("efficientnet-lite0")      # frozen; .embed(images) -> (B, F)
-    feats = backbone.embed(images)                                # (B, 1280) pooled features
-    targets = model.semantic(feats)                               # per semantic layer (B, h_l, w_l, d)
+    backbone = load_semantic_backbone("efficientnet-lite0")      # frozen
+    feats = backbone_features(backbone, images, "words")          # (B, 1000) class logits (mlp: pooled features)
+    targets = model.semantic_targets(feats)                       # per semantic layer (B, h_l, w_l, d)
     ids, zhat, aux = model.quantize(z, feats)                     # SAQ: those layers match the targets
 
 The pixel CNN trained from scratch on a few thousand CPU steps cannot learn what a photo shows; a
@@ -12,16 +12,18 @@ model's state: the trainer reads its features once per training image, and `Toke
 them from the images it is given. Decoding reads no backbone.
 
 Each semantic layer's token is still the nearest row of the frozen LLM codebook (in the learned
-code space), chosen by SAQ; the head predicts the vector each position matches. Its training target
-is one word per position, in the teacher's rank order: layer 1 gets the teacher's top word, layer
-2's four positions (row-major) its next four words (`rank_targets`). A soft target over several
-words would pull the prediction to their mean, which lies nearest to none of them.
+code space), chosen by SAQ; the head predicts the vector each position matches. Two heads:
+`WordHead` (the default) scores the words of ImageNet class names from the classifier's logits;
+`SemanticHead`, an MLP, reads any backbone's pooled features. A head's training target is one word
+per position, in the teacher's rank order: layer 1 gets the teacher's top word, layer 2's four
+positions (row-major) its next four words (`rank_targets`). A soft target over several words would
+pull the prediction to their mean, which lies nearest to none of them.
 
 Backbones: any name or path `backbones.load_vision` takes (EfficientNet-Lite0/1/2 ImageNet
 classifiers, pooled features), or "clip:NAME" for `backbones.load_clip(NAME)`'s image tower. A
 user's own backbone passes through `load_tokenizer(..., semantic_backbone=obj)`: an object with
 `.embed(images) -> (B, F)` float features (images: a list of uint8 (H, W, 3) arrays), like
-`VisionBackbone.embed`.
+`VisionBackbone.embed`, and `.class_logits(images) -> (B, C)` for the words head.
 """
 
 from __future__ import annotations
@@ -33,11 +35,25 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["SemanticHead", "WordHead", "SemanticRows", "word_head_for", "rank_targets", "vocabulary_ce", "load_semantic_backbone", "NO_BACKBONE", "SEMANTIC_HEADS", "backbone_features",
+__all__ = ["SemanticHead", "WordHead", "SemanticRows", "word_head_for", "split_positions", "flatten_positions", "rank_targets", "vocabulary_ce", "load_semantic_backbone", "NO_BACKBONE", "SEMANTIC_HEADS", "backbone_features",
            "check_backbone"]
 
 NO_BACKBONE = "none"
 SEMANTIC_HEADS = ("words", "mlp")     # model.semantic_head: WordHead (class logits) | SemanticHead (pooled features)
+
+
+def split_positions(flat: jax.Array, shapes: Sequence[tuple[int, int]]) -> list[jax.Array]:
+    """(B, P, d) positions, layer after layer in row-major order -> per layer (B, h_l, w_l, d)."""
+    out, start = [], 0
+    for hl, wl in shapes:
+        out.append(flat[:, start:start + hl * wl].reshape(-1, hl, wl, flat.shape[-1]))
+        start += hl * wl
+    return out
+
+
+def flatten_positions(targets: Sequence[jax.Array]) -> jax.Array:
+    """The inverse of split_positions: per layer (..., h_l, w_l, d) -> (..., P, d)."""
+    return jnp.concatenate([t.reshape(t.shape[:-3] + (-1, t.shape[-1])) for t in targets], axis=-2)
 
 
 class SemanticRows(nnx.Variable):
@@ -90,12 +106,7 @@ class WordHead(nnx.Module):
                 t = jnp.where(left, t, first)
             picks.append(t)
             taken = taken | jax.nn.one_hot(jnp.argmax(jax.lax.stop_gradient(s), -1), r.shape[1], dtype=bool)
-        flat = jnp.stack(picks, 1)                                                # (B, P, d)
-        out, start = [], 0
-        for hl, wl in self.shapes:
-            out.append(flat[:, start:start + hl * wl].reshape(-1, hl, wl, flat.shape[-1]))
-            start += hl * wl
-        return out
+        return split_positions(jnp.stack(picks, 1), self.shapes)                # (B, P, d) -> per layer
 
 
 class SemanticHead(nnx.Module):
@@ -116,12 +127,7 @@ class SemanticHead(nnx.Module):
     def __call__(self, feats: jax.Array, codes=None) -> list[jax.Array]:
         h = nnx.gelu(self.hidden(self.norm(feats.astype(jnp.float32))))
         flat = self.out(h)                                                  # (B, P * d)
-        out, start = [], 0
-        for hl, wl in self.shapes:
-            n = hl * wl * self.d
-            out.append(flat[:, start:start + n].reshape(-1, hl, wl, self.d))
-            start += n
-        return out
+        return split_positions(flat.reshape(flat.shape[0], -1, self.d), self.shapes)
 
 
 def rank_targets(ids: np.ndarray, prob: np.ndarray, positions: int) -> np.ndarray:
@@ -206,7 +212,7 @@ def head_accuracy(head, codes: jax.Array, feats: np.ndarray, rows: np.ndarray,
 
     @jax.jit
     def picks(f):
-        t = jnp.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in head(f, codes)], axis=1)    # (n, P, d)
+        t = flatten_positions(head(f, codes))                                      # (n, P, d)
         return nearest_code(t.reshape(-1, t.shape[-1]), codes).reshape(t.shape[:2])
 
     got = np.concatenate([np.asarray(picks(jnp.asarray(feats[i:i + batch_size])))
@@ -232,7 +238,7 @@ def fit_semantic_head(head, codes: jax.Array, feats: np.ndarray, rows: np.ndarra
     @nnx.jit
     def step(head, opt, f_b, r_b):
         def loss_fn(head):
-            t = jnp.concatenate([x.reshape(x.shape[0], -1, x.shape[-1]) for x in head(f_b, codes)], axis=1)   # (b, P, d)
+            t = flatten_positions(head(f_b, codes))                                # (b, P, d)
             return vocabulary_ce(t.reshape(-1, t.shape[-1]), codes, r_b.reshape(-1), temperature)
 
         loss, grads = nnx.value_and_grad(loss_fn)(head)

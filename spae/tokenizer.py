@@ -194,10 +194,10 @@ class Tokenizer:
             return None
         from spae.semantic_path import backbone_features, check_backbone
 
+        from spae.semantic import _as_rgb
+
         cfg = self.model.cfg
-        rgb = images if images.ndim == 4 and images.shape[-1] == 3 else \
-            np.repeat(images.reshape(images.shape[:3] + (1,)), 3, -1)
-        return check_backbone(backbone_features(backbone, list(rgb), cfg.semantic_head), len(images),
+        return check_backbone(backbone_features(backbone, list(_as_rgb(images)), cfg.semantic_head), len(images),
                               cfg.semantic_features, cfg.semantic_backbone)
 
     @property

@@ -167,10 +167,9 @@ def semantic_path_targets(model: SPAE, batch: dict) -> list:
 
 def semantic_path_loss(model: SPAE, sem_targets: list, rows, temperature: float):
     """Mean cross-entropy of every view's every semantic position against its teacher row (B, P)."""
-    from spae.semantic_path import vocabulary_ce
+    from spae.semantic_path import flatten_positions, vocabulary_ce
 
-    b, views = sem_targets[0].shape[:2]
-    t = jnp.concatenate([x.reshape(b, views, -1, x.shape[-1]) for x in sem_targets], axis=2)   # (B, V, P, d)
+    t = flatten_positions(sem_targets)                                                  # (B, V, P, d)
     r = jnp.broadcast_to(rows[:, None, :], t.shape[:3])
     return vocabulary_ce(t.reshape(-1, t.shape[-1]), model.codes(), r.reshape(-1), temperature)
 

@@ -167,12 +167,17 @@ def test_resume_scores_only_new_or_unfinished_episodes(tmp_path):
     assert sorted(fewshot.stored_episodes(out, settings, all9, False)) == list(range(1, 9))
 
 
-def test_killed_run_resumes_from_its_partial_file(tmp_path):
-    labels = np.repeat(np.arange(5), 4)
-    images = np.zeros((len(labels), 2, 2), np.uint8)
-    eps = episodes_mod.sample(labels, ways=2, shots=1, queries=1, n_episodes=6, seed=3)
+def _blank_episodes(classes: int, per_class: int, n_episodes: int, seed: int):
+    """Blank 2 x 2 images of `classes` classes and 2-way 1-shot episodes over them, classes named c<i>."""
+    labels = np.repeat(np.arange(classes), per_class)
+    eps = episodes_mod.sample(labels, ways=2, shots=1, queries=1, n_episodes=n_episodes, seed=seed)
     for e in eps:
         e.class_names = [f"c{int(c)}" for c in e.classes]
+    return np.zeros((len(labels), 2, 2), np.uint8), eps
+
+
+def test_killed_run_resumes_from_its_partial_file(tmp_path):
+    images, eps = _blank_episodes(classes=5, per_class=4, n_episodes=6, seed=3)
     settings = {"method": "random", "label": None, "layers": 1, "tokenizer": None, "llm": "x", "seed": 0,
                 "lens_captions": None}
     out = str(tmp_path / "run")
@@ -284,11 +289,7 @@ def test_both_corrections_calibrate_each_order_then_average():
 def test_calibration_setting_is_part_of_a_stored_run(tmp_path):
     import json
 
-    labels = np.repeat(np.arange(4), 3)
-    images = np.zeros((len(labels), 2, 2), np.uint8)
-    eps = episodes_mod.sample(labels, ways=2, shots=1, queries=1, n_episodes=3, seed=0)
-    for e in eps:
-        e.class_names = [f"c{int(c)}" for c in e.classes]
+    images, eps = _blank_episodes(classes=4, per_class=3, n_episodes=3, seed=0)
     settings = {"method": "random", "label": None, "layers": 1, "tokenizer": None, "tokenizer_digest": None,
                 "llm": "x", "seed": 0, "lens_captions": None, "calibrate": "contextual"}
     out = str(tmp_path / "run")

@@ -129,8 +129,7 @@ def semantic_path_arrays(cfg, vocab, workdir) -> dict:
         raise ValueError(f"the ImageNet teacher needs an ImageNet classifier backbone; {m.semantic_backbone!r} is not one")
     print(f"reading the frozen backbone {m.semantic_backbone} on {len(images)} images at "
           f"{cfg.data.image_size} and {src_cfg.image_size} px ...", file=sys.stderr)
-    rgb = lambda x: np.repeat(x, 3, -1) if x.shape[-1] == 1 else x        # noqa: E731
-    small, large = backbone.embed(rgb(images)), backbone.embed(rgb(source))
+    small, large = backbone.embed(semantic._as_rgb(images)), backbone.embed(semantic._as_rgb(source))
     probs = backbone.probabilities_from_embedding(large)
     ids, prob = semantic.imagenet_topk_from_probabilities(probs, vocab.words, 16, L.get("semantic_specificity", True))
     grid = cfg.data.image_size // 2 ** (len(m.ch_mult) - 1)
