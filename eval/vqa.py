@@ -19,6 +19,16 @@ LLM's prior (the baseline is left uncalibrated: calibrating it against itself is
 
 Scoring: exact match after normalising (lowercase, punctuation and articles dropped, number
 words to digits); an answer whose first word is the gold answer also counts.
+
+VQAv2 / OK-VQA files (the benchmark's own JSON format and accuracy, `eval.vqa_metric`):
+
+    python -m eval.vqa --questions Q.json --annotations A.json --images DIR [--limit N] [--out D]
+    python -m eval.vqa --questions Q.json --annotations A.json --results R.json     # score saved answers
+
+LENS (`--vision efficientnet-lite0` by default: the real-photo modules) answers every question about
+its image (DIR/*{image_id:012d}.jpg, as COCO names them, or DIR/{image_id}.jpg / .png); the answers
+go to OUT/vqa_results.json in the benchmark's results format, and the accuracy, overall and per
+answer and question type, to OUT/vqa_scores.json.
 """
 from __future__ import annotations
 
@@ -176,8 +186,19 @@ def main(argv=None):
     p.add_argument("--captioner", default=None)
     p.add_argument("--clip", default="offline", help="'none': captions only; 'default': load_clip() (LiT); the README figures used offline")
     p.add_argument("--out", default="out/vqa")
+    official = p.add_argument_group("VQAv2 / OK-VQA files")
+    official.add_argument("--questions", help="questions JSON ({'questions': [...]}, VQAv2 format)")
+    official.add_argument("--annotations", help="annotations JSON ({'annotations': [...]}, VQAv2 format)")
+    official.add_argument("--images", help="directory of the questions' images")
+    official.add_argument("--results", help="score this results JSON ([{question_id, answer}]) instead of running LENS")
+    official.add_argument("--limit", type=int, default=None, help="the first N questions only")
+    official.add_argument("--vision", default="efficientnet-lite0", help="LENS's ImageNet backbone ('none': without)")
+    official.add_argument("--llm", default="smollm2-135m")
+    official.add_argument("--batch", type=int, default=16)
     add_debug_flag(p)
     args = p.parse_args(argv)
+    if args.questions or args.annotations or args.results or args.images:
+        return official_main(args)
 
     from lens.pipeline import Lens
 
@@ -200,6 +221,86 @@ def main(argv=None):
         json.dump(results, f, indent=1)
     print(json.dumps({s: {k: r[k] for k in ("questions", "lens_acc", "baseline_acc")} for s, r in results["splits"].items()}
                      | {"shots": args.shots, "mode": args.mode, "wall_s": results["wall_s"]}))
+
+
+def _read_json_list(path: str, key: str, what: str) -> list:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise SystemExit(f"error: {what} file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: {what} file {path} is not JSON ({e})") from None
+    items = data.get(key) if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise SystemExit(f"error: {what} file {path} has no {key!r} list (VQAv2 format)")
+    return items
+
+
+def image_path(images_dir: str, image_id: int) -> str:
+    """The file of a VQAv2 image id: COCO's *_{id:012d}.jpg, else {id}.jpg / {id}.png."""
+    import glob
+
+    hits = sorted(glob.glob(os.path.join(glob.escape(images_dir), f"*{int(image_id):012d}.jpg")))
+    for name in [f"{image_id}.jpg", f"{image_id}.png", f"{int(image_id):012d}.jpg"]:
+        if os.path.isfile(os.path.join(images_dir, name)):
+            hits.append(os.path.join(images_dir, name))
+    if not hits:
+        raise SystemExit(f"error: no image for image_id {image_id} in {images_dir} "
+                         f"(looked for *{int(image_id):012d}.jpg, {image_id}.jpg, {image_id}.png)")
+    return hits[0]
+
+
+def lens_answers(questions: list, images_dir: str, llm: str, vision: str, batch: int) -> list[dict]:
+    """LENS's answer to every question, as the benchmark's results list."""
+    from lens.images import load_image
+    from lens.pipeline import Lens
+    from tqdm.auto import tqdm
+
+    lens = Lens.load(llm=llm, vision=None if vision == "none" else vision)
+    out = []
+    for a in tqdm(range(0, len(questions), batch), desc="LENS answers", unit="batch", disable=None):
+        chunk = questions[a:a + batch]
+        images = [load_image(image_path(images_dir, q["image_id"])) for q in chunk]
+        for q, o in zip(chunk, lens(images, [q["question"] for q in chunk])):
+            out.append({"question_id": int(q["question_id"]), "answer": o["answer"] or ""})
+    return out
+
+
+def official_main(args) -> dict:
+    from eval.vqa_metric import score_results
+
+    if not (args.questions and args.annotations):
+        raise SystemExit("error: VQAv2 scoring needs both --questions and --annotations")
+    if not args.results and not args.images:
+        raise SystemExit("error: give --images DIR (LENS answers the questions) or --results R.json (saved answers)")
+    if args.images and not os.path.isdir(args.images):
+        raise SystemExit(f"error: --images {args.images} is not a directory")
+    questions = _read_json_list(args.questions, "questions", "questions")
+    annotations = _read_json_list(args.annotations, "annotations", "annotations")
+    if args.limit is not None:
+        questions = questions[:args.limit]
+    t0 = time.time()
+    if args.results:
+        results = _read_json_list(args.results, "results", "results")
+    else:
+        results = lens_answers(questions, args.images, args.llm, args.vision, args.batch)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "vqa_results.json"), "w") as f:
+            json.dump(results, f)
+    try:
+        scores = score_results(questions, annotations, results)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    scores["wall_s"] = round(time.time() - t0, 1)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "vqa_scores.json"), "w") as f:
+        json.dump(scores, f, indent=1)
+    print(f"VQA accuracy {scores['overall']:.2f} over {scores['n']} questions", file=sys.stderr)
+    for t, v in scores["per_answer_type"].items():
+        print(f"   {t:10s} {v:6.2f}", file=sys.stderr)
+    print(json.dumps({k: scores[k] for k in ("n", "overall", "per_answer_type", "wall_s")}))
+    return scores
 
 
 if __name__ == "__main__":
