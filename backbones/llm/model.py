@@ -6,21 +6,27 @@ B batch, T query time, S key time (cache slots), D width, H query heads, K key/v
 G = H // K query heads per key/value head, E head dim, F SwiGLU width, V vocabulary, L layers.
 
 RoPE uses the Hugging Face "half split" layout (rotate x[:E/2] with x[E/2:]); the GGUF loader
-undoes llama.cpp's interleaved Q/K row order so both checkpoint formats share one model.
+undoes llama.cpp's interleaved Q/K row order so both checkpoint formats share one model. Its
+frequencies may be scaled (`config.RopeScaling`: linear, or Llama 3.x's "llama3"). Qwen 2 adds
+biases to the query/key/value projections (`bq`, `bk`, `bv`, present when cfg.qkv_bias), Mistral a
+sliding attention window (cfg.sliding_window).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from backbones.llm.config import LlamaConfig
+from backbones.llm.config import LlamaConfig, RopeScaling
 from backbones.llm.quant import project, table_logits, table_rows
 
 # The axes each matrix contracts in its product, counted after its LAYER_AXES leading (stacked
-# layer) axes: what an int8 group runs along. Names not listed (norm scales) stay in the compute dtype.
+# layer) axes: what an int8 group runs along. Names not listed (norm scales, the q/k/v biases) stay
+# in the compute dtype.
 CONTRACTED_AXES = {"embed": (1,), "head": (0,), "wq": (0,), "wk": (0,), "wv": (0,), "wo": (0, 1),
                    "w_gate": (0,), "w_up": (0,), "w_down": (0,)}
 LAYER_AXES = {"embed": 0, "head": 0}   # every other matrix is stacked over layers: 1
@@ -43,10 +49,35 @@ def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     return (x32 * scale.astype(jnp.float32)).astype(x.dtype)
 
 
-def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
-    """Rotary embedding, half-split layout. x (B, T, N, E), positions (B, T) int."""
+def rope_frequencies(half: int, base: float, scaling: RopeScaling | None = None) -> np.ndarray:
+    """(E/2,) float32 inverse frequencies base^(-i / (E/2)), scaled as `scaling` says (computed in
+    float64 on the host: a constant of the jitted step)."""
+    inv = float(base) ** (-np.arange(half, dtype=np.float64) / half)
+    if scaling is None:
+        pass
+    elif scaling.kind == "linear":
+        inv = inv / scaling.factor
+    else:                                   # llama3: long wavelengths / factor, a blend between the bands
+        wavelen = 2 * math.pi / inv
+        low_wavelen = scaling.original_max_position / scaling.low_freq_factor     # longer: divided by factor
+        high_wavelen = scaling.original_max_position / scaling.high_freq_factor   # shorter: kept
+        smooth = ((scaling.original_max_position / wavelen - scaling.low_freq_factor)
+                  / (scaling.high_freq_factor - scaling.low_freq_factor))
+        blended = (1 - smooth) * inv / scaling.factor + smooth * inv
+        inv = np.where(wavelen > low_wavelen, inv / scaling.factor,
+                       np.where(wavelen < high_wavelen, inv, blended))
+    return inv.astype(np.float32)
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float | jax.Array,
+         scaling: RopeScaling | None = None) -> jax.Array:
+    """Rotary embedding, half-split layout. x (B, T, N, E), positions (B, T) int (or float).
+    `base` may be traced (Gemma picks it per layer inside the scan) when there is no `scaling`."""
     half = x.shape[-1] // 2
-    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)            # (E/2,)
+    if scaling is None:
+        inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)        # (E/2,)
+    else:
+        inv_freq = jnp.asarray(rope_frequencies(half, base, scaling))
     angle = positions.astype(jnp.float32)[..., None] * inv_freq                  # (B, T, E/2)
     cos, sin = jnp.cos(angle)[:, :, None, :], jnp.sin(angle)[:, :, None, :]      # (B, T, 1, E/2)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
@@ -60,11 +91,15 @@ def output_logits(h: jax.Array, model) -> jax.Array:
     `model.head` (D, V) when untied; else `model.tied_head`, a (V, D) copy of the embedding table in
     a compact storage format (int8 / bf16) when one was made; else the (V, D) embedding table itself.
     The tied head contracts over the table's own minor axis: a transposed (D, V) view made XLA copy
-    the whole table on every decode step once an addend (generate_ids' bias) followed the product."""
+    the whole table on every decode step once an addend (generate_ids' bias) followed the product.
+    A config with `final_softcap` (Gemma 2) squashes the logits to cap * tanh(logits / cap)."""
     if model.head is not None:
-        return project("BTD,DV->BTV", h.astype(jnp.float32), model.head.get_value())
-    table = model.tied_head if model.tied_head is not None else model.embed
-    return table_logits(h, table.get_value())
+        logits = project("BTD,DV->BTV", h.astype(jnp.float32), model.head.get_value())
+    else:
+        table = model.tied_head if model.tied_head is not None else model.embed
+        logits = table_logits(h, table.get_value())
+    cap = getattr(model.cfg, "final_softcap", None)
+    return logits if cap is None else cap * jnp.tanh(logits / cap)
 
 
 def attention_weights(scores: jax.Array, mask: jax.Array, plus_one: bool) -> jax.Array:
@@ -138,6 +173,10 @@ class Llama(nnx.Module):
         self.final_norm = nnx.Param(jnp.ones((D,), dtype))
         self.head = None if cfg.tie_embeddings else param((D, V))
         self.tied_head = nnx.data(None)   # set by the loader to a compact copy of `embed` (quant.py), or left None
+        bias = (lambda *shape: nnx.Param(jnp.zeros(shape, dtype))) if cfg.qkv_bias else (lambda *shape: None)
+        self.bq = bias(L, H, E)             # (L, H, E), added before RoPE; None without cfg.qkv_bias
+        self.bk = bias(L, K, E)             # (L, K, E)
+        self.bv = bias(L, K, E)             # (L, K, E)
 
     def _layer(self, x, h, p, positions, k_all, v_all, mask):
         """Rest of one block. x (B,T,D) residual, h its attention-normed copy;
@@ -145,7 +184,10 @@ class Llama(nnx.Module):
         cfg = self.cfg
         B, T, _ = x.shape
         G = cfg.n_heads // cfg.n_kv_heads
-        q = rope(project("BTD,DHE->BTHE", h, p["wq"]), positions, cfg.rope_base)
+        q = project("BTD,DHE->BTHE", h, p["wq"])
+        if "bq" in p:
+            q = q + p["bq"].astype(q.dtype)
+        q = rope(q, positions, cfg.rope_base, cfg.rope_scaling)
         q = q.reshape(B, T, cfg.n_kv_heads, G, cfg.head_dim)                     # (B,T,K,G,E)
         scores = jnp.einsum("BTKGE,BSKE->BKGTS", q, k_all).astype(jnp.float32)
         scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim))
@@ -171,7 +213,8 @@ class Llama(nnx.Module):
         # Stored values go into the layer scan as they are (int8 / bf16 included) and are cast one
         # layer at a time inside it, so no float copy of the whole stack is ever made.
         stacked = {n: getattr(self, n).get_value()
-                   for n in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down")}
+                   for n in ("attn_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w_gate", "w_up", "w_down",
+                             "bq", "bk", "bv") if getattr(self, n) is not None}
         if cache is None:
             kv_valid = valid                                                    # (B, S=T)
             q_slot = jnp.arange(T)
@@ -179,12 +222,18 @@ class Llama(nnx.Module):
             kv_valid = jax.lax.dynamic_update_slice(cache.valid, valid, (0, slot))
             q_slot = slot + jnp.arange(T)
         S = kv_valid.shape[1]
-        mask = kv_valid[:, None, :] & (jnp.arange(S)[None, None, :] <= q_slot[None, :, None])  # (B,T,S)
+        offset = q_slot[None, :, None] - jnp.arange(S)[None, None, :]                         # (1,T,S)
+        mask = kv_valid[:, None, :] & (offset >= 0)                                          # (B,T,S)
+        if cfg.sliding_window is not None:   # slots equal positions up to a per-row offset, as in Gemma3
+            mask = mask & (offset < cfg.sliding_window)
 
         def block(x, p, k_past, v_past):
             h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-            k = rope(project("BTD,DKE->BTKE", h, p["wk"]), positions, cfg.rope_base)
+            k = project("BTD,DKE->BTKE", h, p["wk"])
             v = project("BTD,DKE->BTKE", h, p["wv"])
+            if "bk" in p:
+                k, v = k + p["bk"].astype(k.dtype), v + p["bv"].astype(v.dtype)
+            k = rope(k, positions, cfg.rope_base, cfg.rope_scaling)
             k_all, v_all = with_new_keys(k_past, v_past, k, v, slot)
             x = self._layer(x, h, p, positions, k_all.astype(x.dtype), v_all.astype(x.dtype), mask)
             return x, k, v
