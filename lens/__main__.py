@@ -54,10 +54,11 @@ def main(argv=None) -> int:
                    help="also run the contrastive tagger/attributer and the captioner (with --vision: the one "
                         "trained on emoji, Tux Paint and scenes over the backbone; with --vision none: the scenes one)")
     d.add_argument("--captioner", default=None, help="with --all-modules: captioner export dir or shipped name (real, scenes)")
-    d.add_argument("--clip", default="default",
-                   help="with --all-modules: contrastive model ('default': LiT, 'offline', a path); 'none' skips it")
+    d.add_argument("--clip", default=None,
+                   help="with --all-modules: contrastive model ('default', the default: LiT; 'offline'; a path); "
+                        "'none' skips it")
     d.add_argument("--llm", default="smollm2-135m")
-    d.add_argument("--num_captions", type=int, default=5)
+    d.add_argument("--num_captions", type=int, default=None, help="with --all-modules: captions per image (default 5)")
     d.add_argument("--show_prompt", action="store_true")
     d.add_argument("--json", action="store_true", help="print the output dict as JSON")
     d.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -71,6 +72,31 @@ def main(argv=None) -> int:
         return 2
 
 
+# Shipped names the flags take besides paths.
+SHIPPED_CAPTIONERS = ("real", "scenes", "none")
+
+
+def check_module_flags(args) -> None:
+    """A flag is never silently ignored: one the chosen modules do not read, or a path that does not
+    exist, is a ValueError (one `error:` line) before any model loads."""
+    unused = [f"--{name}" for name in ("captioner", "clip", "num_captions") if getattr(args, name) is not None]
+    if unused and not args.all_modules:
+        raise ValueError(f"{', '.join(unused)} only matter with --all-modules (the captioner and the contrastive "
+                         "model run only then); add --all-modules or drop the flag")
+    if args.num_captions is not None and args.num_captions < 0:
+        raise ValueError(f"--num_captions must be >= 0, got {args.num_captions}")
+    if args.captioner is not None and args.captioner not in SHIPPED_CAPTIONERS and not os.path.isdir(args.captioner):
+        raise ValueError(f"--captioner {args.captioner}: no such directory (a captioner export dir written by "
+                         f"train.captioner, or one of {', '.join(SHIPPED_CAPTIONERS)})")
+    if args.clip is not None:
+        from backbones.clip.api import OFFLINE_MODELS
+
+        names = ("default", "none", *OFFLINE_MODELS)
+        if args.clip not in names and not os.path.exists(args.clip):
+            raise ValueError(f"--clip {args.clip}: no such path (a contrastive model directory, or one of "
+                             f"{', '.join(names)})")
+
+
 def describe(args) -> int:
     from lens.images import load_image
 
@@ -79,6 +105,7 @@ def describe(args) -> int:
     vision = None if args.vision == "none" else args.vision
     if vision is None and not args.all_modules:
         raise ValueError("--vision none without --all-modules leaves nothing to look at the image; drop one of them")
+    check_module_flags(args)
     image = load_image(args.image)
     if vision is not None:
         from backbones.vision.api import to_pil
@@ -86,9 +113,10 @@ def describe(args) -> int:
         to_pil(image, name=args.image)   # too small / too large for the backbone: say so before loading models
     from lens.pipeline import Lens
 
-    clip = None if not args.all_modules or args.clip == "none" else args.clip
+    clip = None if not args.all_modules or args.clip == "none" else (args.clip or "default")
     captioner = args.captioner if args.all_modules else "none"
-    lens = Lens.load(llm=args.llm, clip=clip, captioner=captioner, vision=vision, num_captions=args.num_captions)
+    lens = Lens.load(llm=args.llm, clip=clip, captioner=captioner, vision=vision,
+                     num_captions=5 if args.num_captions is None else args.num_captions)
     out = lens(image[None], None if args.question is None else [args.question])[0]
     out["question"], out["llm"] = args.question, args.llm
     if args.json:

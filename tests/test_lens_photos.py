@@ -94,6 +94,20 @@ def test_cli_bad_inputs_get_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--captioner", "/missing/dir"], "only matter with --all-modules"),
+    (["--num_captions", "3"], "only matter with --all-modules"),
+    (["--all-modules", "--captioner", "/missing/dir"], "--captioner /missing/dir: no such directory"),
+    (["--all-modules", "--clip", "/missing/clip"], "--clip /missing/clip: no such path"),
+])
+def test_cli_flags_are_never_silently_ignored(flags, says):
+    for cli in (["-m", "lens", "describe"], ["-m", "llmsight.cli", "describe"]):
+        r = subprocess.run([sys.executable, *cli, photo("coffee"), "--question", "What is this?", *flags],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode == 2 and says in r.stderr and r.stdout == "", (cli, r.stdout, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_eval_head_nouns():
     from eval.lens_photos import head, nouns
 
