@@ -28,6 +28,8 @@ from backbones.llm.gguf_file import gguf_architecture
 from backbones.llm.model import CONTRACTED_AXES, LAYER_AXES, KVCache, Llama, output_logits
 from backbones.llm.quant import WEIGHT_FORMATS, is_lossless, store
 from backbones.llm.sampling import choose_next
+from backbones.llm.sharding import (batch_sharding, cache_zeros, constrain_cache, float_dtype, mesh_of,
+                                    replicated, shard_params)
 from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
 from backbones.llm.weights import hf_model_type, load_gguf_llama, load_hf_llama
 
@@ -83,6 +85,8 @@ class FrozenLLM:
         self.eos_ids = tuple(sorted(set(eos_ids)))
         self.name = name
         self._graphdef, self._state = nnx.split(model)
+        # The (data, model) mesh the parameters are sharded over (load_llm(mesh=...)), else None.
+        self.mesh = mesh_of(model.embed.get_value())
         vocab = tokenizer.get_vocab_size(with_added_tokens=True)
         if vocab > self.config.vocab_size:
             raise ValueError(f"tokenizer has {vocab} tokens but the model only {self.config.vocab_size}")
@@ -121,6 +125,21 @@ class FrozenLLM:
         return self.chat_template.render(message, add_generation_prompt=True)
 
     # ---------------------------------------------------------------------------- forward
+    def _on_mesh(self, x):
+        """A (B, ...) input on the mesh, B split over 'data' where it divides (sharding.py's rules);
+        without a mesh, unchanged."""
+        return x if self.mesh is None else jax.device_put(x, batch_sharding(np.shape(x), self.mesh))
+
+    def _empty_cache(self, batch: int, slots: int) -> KVCache:
+        """A zero KV cache; on a mesh, made in its sharded layout (batch over data, KV heads over model)."""
+        if self.mesh is None:
+            return KVCache.zeros(self.config, batch, slots, dtype=self.model.dtype)
+        return cache_zeros(self.config, batch, slots, self.model.dtype, self.mesh)
+
+    def _keep_layout(self, cache: KVCache) -> KVCache:
+        """Inside a jitted step: a re-batched cache held in the rules' layout on the mesh (no-op without)."""
+        return cache if self.mesh is None else constrain_cache(cache, self.config, self.mesh)
+
     @functools.partial(jax.jit, static_argnums=(0,))
     def _forward(self, state, tokens, positions, valid):
         model = nnx.merge(self._graphdef, state)
@@ -152,7 +171,7 @@ class FrozenLLM:
         tokens[0, :T] = ids
         valid = np.arange(tokens.shape[1])[None] < T
         positions = np.arange(tokens.shape[1], dtype=np.int32)[None]
-        out = self._forward(self._state, tokens, positions, valid)
+        out = self._forward(self._state, *map(self._on_mesh, (tokens, positions, valid)))
         return np.asarray(out[0, added:T], dtype=np.float32)
 
     def score(self, prompt: str | Sequence[int], candidates: Sequence[str | Sequence[int]],
@@ -210,14 +229,15 @@ class FrozenLLM:
         tokens[0, Pb - P:] = prefix
         valid = np.arange(Pb)[None] >= Pb - P
         positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-        cache = self._prefill_cache(self._state, tokens, positions, valid,
-                                    KVCache.zeros(self.config, 1, Pb + Qb + max(C - 1, 1), dtype=self.model.dtype))
+        cache = self._prefill_cache(self._state, *map(self._on_mesh, (tokens, positions, valid)),
+                                    self._empty_cache(1, Pb + Qb + max(C - 1, 1)))
         qtoks = np.full((Q, Qb), self.pad_id, np.int32)
         for i, q in enumerate(queries):
             qtoks[i, :len(q)] = q
         qpos = np.broadcast_to(P + np.arange(Qb, dtype=np.int32), (Q, Qb))
-        first, qcache = self._extend_queries(self._state, qtoks, qpos, np.arange(Qb)[None] < qlen[:, None],
-                                             cache, Pb, qlen - 1)
+        qvalid = np.arange(Qb)[None] < qlen[:, None]
+        first, qcache = self._extend_queries(self._state, *map(self._on_mesh, (qtoks, qpos, qvalid)),
+                                             cache, Pb, self._on_mesh(qlen - 1))
         ctoks = np.full((N, C), self.pad_id, np.int32)
         for b, c in enumerate(conts):
             ctoks[b, :len(c)] = c
@@ -227,8 +247,9 @@ class FrozenLLM:
             cpos = (P + np.repeat(qlen, N))[:, None] + np.arange(C - 1, dtype=np.int32)[None]
             cvalid = np.arange(C - 1)[None] < np.tile(clen - 1, Q)[:, None]
             targets = np.tile(ctoks[:, 1:], (Q, 1))
-            nxt = np.asarray(self._extend_logp(self._state, feed, cpos.astype(np.int32), cvalid, targets, qcache,
-                                               Pb + Qb, N))                             # (Q*N, C-1)
+            nxt = np.asarray(self._extend_logp(self._state, *map(self._on_mesh, (feed, cpos.astype(np.int32),
+                                                                                  cvalid, targets)),
+                                               qcache, Pb + Qb, N))                     # (Q*N, C-1)
             out = out + np.where(cvalid, nxt, 0.0).sum(-1).reshape(Q, N)
         return out / clen[None] if normalize else out
 
@@ -242,7 +263,7 @@ class FrozenLLM:
     def _extend_queries(self, state, tokens, positions, valid, cache, slot, last):
         """(Q, T) queries on a 1-row cache -> ((Q, V) next-token log-probs at `last`, Q-row cache)."""
         model = nnx.merge(self._graphdef, state)
-        cache = _repeat_rows(cache, tokens.shape[0])
+        cache = self._keep_layout(_repeat_rows(cache, tokens.shape[0]))
         h, cache = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
         h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)                    # (Q, 1, D)
         logits = output_logits(h_last, model)[:, 0]
@@ -252,7 +273,7 @@ class FrozenLLM:
     def _extend_logp(self, state, tokens, positions, valid, targets, cache, slot, n):
         """(Q*N, T) continuations, each query's cache row repeated n times; log p(targets) (Q*N, T)."""
         model = nnx.merge(self._graphdef, state)
-        cache = _repeat_rows(cache, n)
+        cache = self._keep_layout(_repeat_rows(cache, n))
         h, _ = model(tokens, positions, valid, cache=cache, slot=slot, return_hidden=True)
         logp = jax.nn.log_softmax(output_logits(h, model), axis=-1)   # (Q*N, T, V)
         return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
@@ -317,7 +338,7 @@ class FrozenLLM:
                 raise ValueError(f"allowed_ids must be a non-empty set of ids in 0..{self.config.vocab_size - 1}")
             bias[:] = -np.inf
             bias[allowed] = 0.0
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(bias) if self.mesh is None else jax.device_put(bias, replicated(self.mesh))
         B = len(prompts)
         if any(not p for p in prompts):
             raise ValueError("every prompt needs at least one token")
@@ -337,14 +358,14 @@ class FrozenLLM:
             ptoks[0, Pp - len(pre):] = pre
             pvalid = np.arange(Pp)[None] >= Pp - len(pre)
             ppos = np.maximum(np.cumsum(pvalid, axis=1) - 1, 0).astype(np.int32)
-            cache1 = self._prefill_cache(self._state, ptoks, ppos, pvalid,
-                                         KVCache.zeros(self.config, 1, S, dtype=self.model.dtype))
+            cache1 = self._prefill_cache(self._state, *map(self._on_mesh, (ptoks, ppos, pvalid)),
+                                         self._empty_cache(1, S))
             # next-token log-probs at each row's last slot: the same choice as logits (a shift per row)
-            last_logits, cache = self._extend_queries(self._state, tokens, positions, valid, cache1, Pp,
-                                                      np.full(B, P - 1))
+            last_logits, cache = self._extend_queries(self._state, *map(self._on_mesh, (tokens, positions, valid)),
+                                                      cache1, Pp, self._on_mesh(np.full(B, P - 1)))
         else:
-            cache = KVCache.zeros(self.config, B, S, dtype=self.model.dtype)
-            last_logits, cache = self._prefill(self._state, tokens, positions, valid, cache)
+            cache = self._empty_cache(B, S)
+            last_logits, cache = self._prefill(self._state, *map(self._on_mesh, (tokens, positions, valid)), cache)
         P = Pp + P                                                # decoding starts at slot P
         key = jax.random.key(seed)
         key, sub = jax.random.split(key)
@@ -363,7 +384,7 @@ class FrozenLLM:
             if (stop_at_eos and done.all()) or i == max_new_tokens - 1:
                 break
             key, sub = jax.random.split(key)
-            token, cache = self._decode_step(self._state, token, jnp.asarray(position), cache,
+            token, cache = self._decode_step(self._state, token, jnp.asarray(self._on_mesh(position)), cache,
                                              jnp.int32(P + i), sub, float(temperature), top_k, top_p, bias)
             position = position + 1
         # Decode alone, after the prefill and the first token: what eval.bench_llm reports.
@@ -386,7 +407,7 @@ class FrozenLLM:
 
 
 def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype,
-           weights: str) -> tuple[Llama | Gemma3, str]:
+           weights: str, mesh=None) -> tuple[Llama | Gemma3, str]:
     """An NNX decoder whose parameters are the checkpoint's (shapes checked), without a random init.
 
     dtype is the compute dtype (and that of the norm scales); `weights` the storage format of the
@@ -394,6 +415,9 @@ def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype
     float rounding (a GGUF's Q4/Q8 blocks do), else the compute dtype's own format. The embedding
     table stays in `dtype` whatever the format: it is SPAE's codebook, and the input lookup reads one
     row per token. A tied output head in a compact format gets its own (V, D) copy, `tied_head`.
+    With a (data, model) `mesh` (backbones.mesh), every parameter is placed sharded by
+    backbones/llm/sharding.py's rules, each device's block read from its source on its own (a lazy
+    parameter is never read whole); the format must then be 'fp32' or 'bf16'.
     -> (model, the format used)."""
     cls = Gemma3 if isinstance(cfg, Gemma3Config) else Llama
     model = nnx.eval_shape(lambda: cls(cfg, rngs=nnx.Rngs(0), dtype=dtype))
@@ -407,6 +431,15 @@ def _build(cfg: LlamaConfig | Gemma3Config, params: dict[str, np.ndarray], dtype
     # The table is stored compactly only as a tied head's copy; an untied model reads it as a lookup.
     matrices = [n for n in params if n in CONTRACTED_AXES and (n != "embed" or cfg.tie_embeddings)]
     fmt = "int8" if weights == "int8-lossless" else weights
+    if mesh is not None:
+        compact = float_dtype(fmt)                # a ValueError for int8: its groups are not sharded
+        dtypes = {n: dtype if fmt == own or n == "embed" or n not in matrices else compact for n in params}
+        for name, arr in shard_params(params, mesh, dtypes).items():
+            getattr(model, name).set_value(arr)
+        if fmt != own and "embed" in matrices:
+            model.tied_head = nnx.Param(shard_params({"tied_head": params["embed"]}, mesh,
+                                                     {"tied_head": compact})["tied_head"])
+        return model, fmt
     stored = {} if fmt == own else {n: store(params[n], fmt, CONTRACTED_AXES[n], LAYER_AXES.get(n, 1))
                                     for n in matrices}
     if weights == "int8-lossless" and not all(is_lossless(stored[n], params[n]) for n in matrices):
@@ -434,21 +467,27 @@ def default_weights(dtype: str = "float32", platform: str | None = None) -> str:
 
 
 def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weights: str | None = None,
-             softmax_plus_one: bool = False) -> FrozenLLM:
+             softmax_plus_one: bool = False, mesh=None) -> FrozenLLM:
     """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory.
 
     dtype: compute dtype, 'float32' or 'bfloat16'. weights: storage of the decoder's matrices, 'fp32',
     'bf16' or 'int8' (weight-only, groups of 32 with a scale and offset each, dequantised inside the
-    jitted step: backbones/llm/quant.py); None picks `default_weights(dtype)`. 'fp32' with dtype 'float32' is the checkpoint's exact float model."""
+    jitted step: backbones/llm/quant.py); None picks `default_weights(dtype)`. 'fp32' with dtype 'float32' is the checkpoint's exact float model.
+    mesh: a (data, model) `backbones.mesh.make_mesh(...)`: the parameters are sharded over it
+    (backbones/llm/sharding.py: vocabulary rows, attention heads and the FFN width over 'model') and
+    every method runs on it, its batch over 'data'. With a mesh the weights are 'fp32' or 'bf16'
+    (None: the dtype's own format); int8 is refused."""
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(str(dtype))
     if jdtype is None:
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     if weights is None:
-        weights = default_weights(dtype)
+        weights = default_weights(dtype) if mesh is None else ("bf16" if jdtype == jnp.bfloat16 else "fp32")
     elif weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {WEIGHT_FORMATS} or None, got {weights!r}")
     if weights == "fp32" and jdtype == jnp.bfloat16:
         raise ValueError("weights='fp32' with dtype='bfloat16' would store bfloat16: use weights='bf16'")
+    if mesh is not None:
+        float_dtype(weights)          # int8 with a mesh: a ValueError before the checkpoint is read
     path = Path(name_or_path)
     joined = name_or_path in JOINED_MODELS
     if name_or_path in NAMED_MODELS:
@@ -502,6 +541,6 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weig
     vocab = tokenizer.get_vocab()
     eos = list(eos) + [vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>") if t in vocab]
     cfg = cfg.replace(softmax_plus_one=softmax_plus_one)
-    model, weights = _build(cfg, params, jdtype, weights)
+    model, weights = _build(cfg, params, jdtype, weights, mesh=mesh)
     return FrozenLLM(model, tokenizer, chat, bos_id=bos, eos_ids=eos, name=str(name_or_path), add_bos=add_bos,
                      weights=weights)
