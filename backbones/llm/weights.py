@@ -29,21 +29,11 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from backbones.llm.config import LlamaConfig
-from backbones.weight_files import (CheckpointError, _safetensors_entry, _safetensors_header, check_finite,  # noqa: F401
-                                    check_not_empty, is_float, read_safetensors)   # (CheckpointError, read_safetensors re-exported)
+# CheckpointError and read_safetensors are re-exported.
+from backbones.weight_files import (CheckpointError, _safetensors_entry, _safetensors_header,  # noqa: F401
+                                    check_finite, check_not_empty, is_float, read_safetensors)
 
-# Names of one layer's tensors in Hugging Face layout ((out, in) matrices, like torch.nn.Linear).
-_HF_LAYER = {
-    "attn_norm": "model.layers.{i}.input_layernorm.weight",
-    "q": "model.layers.{i}.self_attn.q_proj.weight",
-    "k": "model.layers.{i}.self_attn.k_proj.weight",
-    "v": "model.layers.{i}.self_attn.v_proj.weight",
-    "o": "model.layers.{i}.self_attn.o_proj.weight",
-    "ffn_norm": "model.layers.{i}.post_attention_layernorm.weight",
-    "gate": "model.layers.{i}.mlp.gate_proj.weight",
-    "up": "model.layers.{i}.mlp.up_proj.weight",
-    "down": "model.layers.{i}.mlp.down_proj.weight",
-}
+# Names of one layer's tensors in a GGUF (llama.cpp's names; `stack_hf_layout` maps them).
 _GGUF_LAYER = {
     "attn_norm": "blk.{i}.attn_norm.weight",
     "q": "blk.{i}.attn_q.weight",
@@ -65,7 +55,8 @@ def _expect(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def stack_hf_layout(cfg: LlamaConfig, get: Callable[[str], np.ndarray], layer_names: Mapping[str, str],
                     embed: str, final_norm: str, head: str | None) -> dict[str, np.ndarray]:
-    """Assemble `Llama` parameters from per-layer tensors in HF layout; `get(name)` returns float32."""
+    """Assemble `Llama` parameters from per-layer tensors in HF layout ((out, in) matrices, half-split
+    Q/K rows); `get(name)` returns float32. The GGUF reader's path (HF directories: `load_hf_llama`)."""
     L, D, H, K, E, F, V = (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
                            cfg.hidden_dim, cfg.vocab_size)
 
