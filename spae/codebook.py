@@ -7,6 +7,11 @@
 
 The codebook is held in `FrozenCodebook`, an nnx.Variable that is not an nnx.Param, so an
 `nnx.Optimizer(model, tx, wrt=nnx.Param)` never sees it.
+
+On a (data, model) mesh (`backbones.mesh`) the table is not copied to every device: `shard_codebooks`
+splits its rows over the "model" axis (zero rows appended up to a multiple of that axis) and
+`unpad_codebooks`, inside the jitted function, gives the model back its V rows; the search then
+runs shard by shard (`spae.quantizer.sharded_nearest_code`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 __all__ = ["FrozenCodebook", "Vocabulary", "select_word_tokens", "clean_token", "default_blocklist",
-           "normalize_codebook", "CODEBOOK_NORMS"]
+           "normalize_codebook", "CODEBOOK_NORMS", "shard_codebooks", "unpad_codebooks"]
 
 # Byte-level BPE marks a leading space with "Ġ" and newlines with "Ċ"; SentencePiece uses "▁".
 _SPACE_MARKS = ("Ġ", "▁", " ")
@@ -30,6 +35,61 @@ _SPACE_MARKS = ("Ġ", "▁", " ")
 
 class FrozenCodebook(nnx.Variable):
     """A (V, d) table that is part of the model's state but never optimised."""
+
+
+def _is_var(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def shard_codebooks(state, mesh):
+    """Place an nnx state on `mesh`: every FrozenCodebook table (V, d) row-split over the "model" axis,
+    every other array copied to each device. -> (placed state, rows), rows being the tables' V in
+    tree order (`unpad_codebooks`' argument).
+
+    A V that the "model" axis does not divide gets zero rows appended up to the next multiple (an
+    array must split evenly over a mesh axis); `unpad_codebooks` cuts them off again inside the
+    jitted function, and the search gives the rows it pads there a +inf score. With "model" of size 1
+    nothing is appended and the table is copied like the rest."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from backbones.mesh import MODEL
+
+    m = int(dict(mesh.shape).get(MODEL, 1))
+    rows = []
+
+    def place(x):
+        if not isinstance(x, FrozenCodebook):
+            return jax.device_put(x, NamedSharding(mesh, P())) if _is_var(x) else x
+        table = x.get_value()
+        v = int(table.shape[0])
+        rows.append(v)
+        pad = -v % m
+        if pad:
+            table = jnp.pad(jnp.asarray(table), ((0, pad),) + ((0, 0),) * (table.ndim - 1))
+        spec = P(MODEL if m > 1 else None)
+        return x.replace(jax.device_put(table, NamedSharding(mesh, spec)))
+
+    placed = jax.tree.map(place, state, is_leaf=_is_var)
+    return placed, tuple(rows)
+
+
+def unpad_codebooks(state, rows):
+    """The inverse of `shard_codebooks`' padding: each FrozenCodebook table cut back to its rows (in
+    tree order). Inside a jitted function the cut keeps the tables' row sharding."""
+    import jax
+
+    rows = iter(rows)
+
+    def cut(x):
+        if not isinstance(x, FrozenCodebook):
+            return x
+        v = next(rows)
+        table = x.get_value()
+        return x if table.shape[0] == v else x.replace(table[:v])
+
+    return jax.tree.map(cut, state, is_leaf=_is_var)
 
 
 CODEBOOK_NORMS = ("none", "sphere", "center_sphere")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-__all__ = ["FusedPlan", "fused_nearest_code", "fused_layout"]
+__all__ = ["FusedPlan", "fused_nearest_code", "fused_best", "fused_layout"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +123,14 @@ def _kernel(x_ref, cb_ref, hn_ref, val_ref, idx_ref, *, bv: int, bd: int, tiles:
     idx_ref[...] = best_idx + pl.program_id(1) * (tiles * bv)
 
 
-def _fused(x, codebook, plan: FusedPlan, precision, interpret: bool):
+def _fused(x, codebook, half_norm, plan: FusedPlan, precision, interpret: bool):
+    """(best score (N,) float32, its row (N,) int32); half_norm (V,) or None (computed here)."""
     n, d = x.shape
     v = codebook.shape[0]
     lay = fused_layout(n, v, d, plan)
     bn, spans, span = lay["bn"], lay["spans"], lay["tiles_per_span"] * lay["bv"]
-    half_norm = 0.5 * jnp.sum(jnp.square(codebook.astype(jnp.float32)), axis=1)        # (V,)
+    if half_norm is None:
+        half_norm = 0.5 * jnp.sum(jnp.square(codebook.astype(jnp.float32)), axis=1)    # (V,)
     x = jnp.pad(x, ((0, lay["n_pad"] - n), (0, lay["d_pad"] - d)))                      # zero columns add nothing
     cb = jnp.pad(codebook, ((0, lay["v_pad"] - v), (0, lay["d_pad"] - d)))
     hn = jnp.pad(half_norm, (0, lay["v_pad"] - v), constant_values=jnp.inf)            # padded codes never win
@@ -148,8 +150,9 @@ def _fused(x, codebook, plan: FusedPlan, precision, interpret: bool):
         interpret=interpret,
         name="spae_fused_nearest_code",
     )(x, cb, hn)                                     # (spans, n_pad) each
-    best_span = jnp.argmin(vals, axis=0)             # first minimal span: the lower indices
-    return jnp.take_along_axis(idx, best_span[None], axis=0)[0, :n]
+    best_span = jnp.argmin(vals, axis=0)[None]       # first minimal span: the lower indices
+    return (jnp.take_along_axis(vals, best_span, axis=0)[0, :n],
+            jnp.take_along_axis(idx, best_span, axis=0)[0, :n])
 
 
 def fused_nearest_code(x: jax.Array, codebook: jax.Array, *, plan: FusedPlan = FusedPlan(),
@@ -158,14 +161,23 @@ def fused_nearest_code(x: jax.Array, codebook: jax.Array, *, plan: FusedPlan = F
 
     interpret None: the Triton kernel when lowered for a CUDA GPU, Pallas's interpreter elsewhere;
     True / False force one. Same result as `spae.quantizer.nearest_code` (up to float rounding)."""
+    return fused_best(x, codebook, plan=plan, precision=precision, interpret=interpret)[1]
+
+
+def fused_best(x: jax.Array, codebook: jax.Array, half_norm: jax.Array | None = None, *,
+               plan: FusedPlan = FusedPlan(), precision=None, interpret: bool | None = None):
+    """x (N, d), codebook (V, d) -> (best score (N,) float32, its row (N,) int32), the score being
+    0.5*||e||^2 - x.e. half_norm (V,): the rows' 0.5*||e||^2 if already known (+inf keeps a padding
+    row from ever winning); None computes it. A vocabulary shard's search (`spae.quantizer`) needs
+    the score too, to compare its best with the other shards'."""
     if x.ndim != 2 or codebook.ndim != 2 or x.shape[1] != codebook.shape[1]:
         raise ValueError(f"fused_nearest_code wants x (N, d) and codebook (V, d); got {x.shape} and {codebook.shape}")
     if x.shape[0] == 0:
-        return jnp.zeros((0,), jnp.int32)
+        return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.int32)
     codebook = codebook.astype(x.dtype)
     if interpret is not None:
-        return _fused(x, codebook, plan, precision, interpret)
+        return _fused(x, codebook, half_norm, plan, precision, interpret)
     return jax.lax.platform_dependent(
-        x, codebook,
-        cuda=lambda x, cb: _fused(x, cb, plan, precision, False),
-        default=lambda x, cb: _fused(x, cb, plan, precision, True))
+        x, codebook, half_norm,
+        cuda=lambda x, cb, hn: _fused(x, cb, hn, plan, precision, False),
+        default=lambda x, cb, hn: _fused(x, cb, hn, plan, precision, True))

@@ -5,6 +5,7 @@
     ids, zhat, aux = model.quantize(z)       # SAQ over the frozen codebook
     ids, zhat, aux = model.quantize(z, feats)  # with a semantic path: the top layers from backbone features
     y = model.decode(zhat[k - 1])            # image from the first k layers, (B, H, W, C)
+    ids, zhat, aux = model.quantize(z, mesh=mesh)  # codebook rows split over the mesh's "model" axis
 """
 
 from __future__ import annotations
@@ -253,28 +254,30 @@ class SPAE(nnx.Module):
                              f"{self.cfg.semantic_backbone!r}: give its features (B, {self.cfg.semantic_features})")
         return self.semantic(feats, self.codes())
 
-    def quantize(self, z, feats=None):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
-        """SAQ of z (B, h, w, d); with a semantic path, feats (B, F) give the top layers' targets."""
-        return self.quantize_with_targets(z, self.semantic_targets(feats))
+    def quantize(self, z, feats=None, mesh=None):  # -> ids list of (B, h_l, w_l), zhat list of (B, h, w, d), aux
+        """SAQ of z (B, h, w, d); with a semantic path, feats (B, F) give the top layers' targets.
+        mesh: a (data, model) mesh whose "model" axis splits the codebook's rows (same ids)."""
+        return self.quantize_with_targets(z, self.semantic_targets(feats), mesh)
 
-    def quantize_with_targets(self, z, layer_targets=()):
+    def quantize_with_targets(self, z, layer_targets=(), mesh=None):
         """SAQ of z whose first len(layer_targets) layers match the given (B, h_l, w_l, d) vectors."""
         return saq_quantize_aux(z, self.codes(), self.cfg.strides, chunk_size=self.cfg.chunk_size,
-                                straight_through=self.cfg.straight_through, layer_targets=layer_targets)
+                                straight_through=self.cfg.straight_through, layer_targets=layer_targets,
+                                mesh=mesh)
 
     def decode(self, zhat):  # (B, h, w, d) -> (B, H, W, C)
         return self.decoder(zhat)
 
-    def embed(self, ids: Sequence[jax.Array], layers: int | None = None):
+    def embed(self, ids: Sequence[jax.Array], layers: int | None = None, mesh=None):
         """Running average (B, h, w, d) of the first `layers` layers of a pyramid of codebook rows."""
-        return embed_pyramid(ids, self.codes(), self.cfg.strides, layers)
+        return embed_pyramid(ids, self.codes(), self.cfg.strides, layers, mesh)
 
-    def decode_ids(self, ids: Sequence[jax.Array], layers: int | None = None):
-        return self.decode(self.embed(ids, layers))
+    def decode_ids(self, ids: Sequence[jax.Array], layers: int | None = None, mesh=None):
+        return self.decode(self.embed(ids, layers, mesh))
 
-    def __call__(self, x, feats=None):
+    def __call__(self, x, feats=None, mesh=None):
         """Full pass: x (B, H, W, C) [, backbone features (B, F)] -> (reconstruction from all layers, ids, zhat, aux)."""
         z = self.encode(x)
-        ids, zhat, aux = self.quantize(z, feats)
+        ids, zhat, aux = self.quantize(z, feats, mesh)
         aux["z"] = z
         return self.decode(zhat[-1]), ids, zhat, aux

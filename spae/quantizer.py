@@ -36,12 +36,15 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
-from spae.fused_search import fused_nearest_code
+from backbones.mesh import DATA, MODEL
+from spae.fused_search import fused_best, fused_nearest_code
 
 __all__ = [
     "saq_quantize", "saq_quantize_aux", "nearest_code", "chunk_best", "search_plan", "subsample", "upsample",
-    "layer_shapes", "check_strides", "embed_pyramid",
+    "layer_shapes", "check_strides", "embed_pyramid", "lookup_codes", "vocab_shards", "sharded_nearest_code",
+    "sharded_lookup",
 ]
 
 DEFAULT_CHUNK = 8192
@@ -132,7 +135,7 @@ def search_plan(n: int, v: int, chunk_size: int | None, reduction: str, platform
 
 
 def nearest_code(x: jax.Array, codebook: jax.Array, chunk_size: int | None = DEFAULT_CHUNK,
-                 precision=None, reduction: str = "auto") -> jax.Array:
+                 precision=None, reduction: str = "auto", mesh=None) -> jax.Array:
     """Index of the nearest codebook row (Euclidean) for each row of x.
 
     x: (N, d); codebook: (V, d) -> (N,) int32. Ties go to the lowest index.
@@ -141,8 +144,11 @@ def nearest_code(x: jax.Array, codebook: jax.Array, chunk_size: int | None = DEF
     platform's plan, `search_plan`, chosen when the computation is lowered for its device),
     "argmin" or "min_index" (`chunk_best`; with `chunk_size` as given), or "fused" (one Pallas
     kernel that never writes the scores out, `spae.fused_search`; chunk_size unused; a GPU kernel,
-    run by Pallas's interpreter elsewhere).
+    run by Pallas's interpreter elsewhere). mesh: a (data, model) mesh whose "model" axis has more
+    than one device splits the search over the vocabulary (`sharded_nearest_code`, same ids).
     """
+    if vocab_shards(mesh) > 1:
+        return sharded_nearest_code(x, codebook, mesh, chunk_size, precision, reduction)
     if x.ndim != 2 or codebook.ndim != 2 or x.shape[1] != codebook.shape[1]:
         raise ValueError(f"nearest_code wants x (N, d) and codebook (V, d); got {x.shape} and {codebook.shape}")
     if reduction not in SEARCHES:
@@ -163,9 +169,15 @@ def nearest_code(x: jax.Array, codebook: jax.Array, chunk_size: int | None = DEF
 
 def _search(x: jax.Array, codebook: jax.Array, c: int, reduction: str, precision) -> jax.Array:
     """nearest_code with a fixed vocabulary chunk c and per-chunk reduction."""
+    half_norm = 0.5 * jnp.sum(jnp.square(codebook.astype(jnp.float32)), axis=1)  # (V,)
+    return _search_best(x, codebook, half_norm, c, reduction, precision)[1]
+
+
+def _search_best(x: jax.Array, codebook: jax.Array, half_norm: jax.Array, c: int, reduction: str, precision):
+    """Best score (N,) float32 and its row (N,) int32 of x (N, d) against codebook (V, d), whose
+    halved squared row norms are half_norm (V,) (+inf marks a row that must never win)."""
     v, d = codebook.shape
     n_chunks = math.ceil(v / c)
-    half_norm = 0.5 * jnp.sum(jnp.square(codebook.astype(jnp.float32)), axis=1)  # (V,)
     pad = n_chunks * c - v
     if pad:
         codebook = jnp.pad(codebook, ((0, pad), (0, 0)))
@@ -179,7 +191,7 @@ def _search(x: jax.Array, codebook: jax.Array, c: int, reduction: str, precision
         return hn_c[None, :] - dots
 
     if n_chunks == 1:
-        return chunk_best(score(cb[0], hn[0]), reduction)[1]
+        return chunk_best(score(cb[0], hn[0]), reduction)
 
     def body(carry, inputs):
         best_val, best_idx = carry
@@ -192,8 +204,120 @@ def _search(x: jax.Array, codebook: jax.Array, c: int, reduction: str, precision
     n = x.shape[0]
     init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
     offsets = jnp.arange(n_chunks, dtype=jnp.int32) * c
-    (_, best_idx), _ = jax.lax.scan(body, init, (cb, hn, offsets))
-    return best_idx
+    (best_val, best_idx), _ = jax.lax.scan(body, init, (cb, hn, offsets))
+    return best_val, best_idx
+
+
+# ----------------------------------------------------------------------------- vocabulary shards
+#
+# Real LLM tables (128,256 x 4,096 for Llama-3-8B, 262,144 x 3,840 for Gemma-3-12B) are too large to
+# copy onto every device. With a mesh whose MODEL axis has m devices the codebook's rows are split in
+# m contiguous blocks of ceil(V / m) rows (the last block padded when m does not divide V), each
+# device searches its block, and two minimum-reductions over MODEL pick the winner: the least score,
+# then the lowest global row among the shards reaching it -- the lowest-index rule of the unsharded
+# search, so the ids are the same. The table is never gathered: what crosses devices is one score and
+# one id per token, and the winning rows themselves (`sharded_lookup`: each shard adds the rows it
+# owns, the others add zeros).
+
+
+def vocab_shards(mesh) -> int:
+    """How many vocabulary shards a mesh asks for: the size of its MODEL axis (1 without one)."""
+    return 1 if mesh is None else int(dict(mesh.shape).get(MODEL, 1))
+
+
+def _shard_rows(v: int, m: int) -> int:
+    """Rows per shard when V rows split over m shards (the last shard padded)."""
+    return -(-v // m)
+
+
+def _token_spec(mesh, n: int):
+    """Tokens split over DATA where the mesh has that axis and it divides them, else copied."""
+    d = int(dict(mesh.shape).get(DATA, 1))
+    return P(DATA) if d > 1 and n % d == 0 else P()
+
+
+def _padded(codebook: jax.Array, m: int) -> jax.Array:
+    """codebook (V, d) with zero rows appended up to a multiple of m rows."""
+    pad = _shard_rows(codebook.shape[0], m) * m - codebook.shape[0]
+    return jnp.pad(codebook, ((0, pad), (0, 0))) if pad else codebook
+
+
+def sharded_nearest_code(x: jax.Array, codebook: jax.Array, mesh, chunk_size: int | None = DEFAULT_CHUNK,
+                         precision=None, reduction: str = "auto") -> jax.Array:
+    """`nearest_code` with the codebook's rows split over the mesh's MODEL axis: the same ids.
+
+    x: (N, d); codebook: (V, d), ideally already placed row-sharded over MODEL (`spae.codebook.
+    shard_codebooks`), else XLA moves each device's block to it. A V that MODEL does not divide gets
+    zero rows appended whose half-norms are +inf, so their score is +inf and no real row loses to
+    one. Each shard runs the unsharded search on its block (same chunking, same reductions) and
+    returns its best score and global row; pmin over MODEL of the scores, then pmin of the rows among
+    the shards reaching that score, is the first minimal row overall. reduction "fused" runs the
+    Pallas kernel per shard. x is split over DATA when the mesh has that axis and it divides N."""
+    if x.ndim != 2 or codebook.ndim != 2 or x.shape[1] != codebook.shape[1]:
+        raise ValueError(f"nearest_code wants x (N, d) and codebook (V, d); got {x.shape} and {codebook.shape}")
+    if reduction not in SEARCHES:
+        raise ValueError(f"reduction must be one of {list(SEARCHES)}; got {reduction!r}")
+    m = vocab_shards(mesh)
+    x = jax.lax.stop_gradient(x)
+    codebook = jax.lax.stop_gradient(codebook).astype(x.dtype)
+    n, v = x.shape[0], codebook.shape[0]
+    vs = _shard_rows(v, m)
+    spec = _token_spec(mesh, n)
+
+    def shard(x_s, cb_s):                              # (n', d), (vs, d) -> (n',) global rows
+        lo = jax.lax.axis_index(MODEL) * vs
+        rows = lo + jnp.arange(vs, dtype=jnp.int32)
+        hn = 0.5 * jnp.sum(jnp.square(cb_s.astype(jnp.float32)), axis=1)
+        hn = jnp.where(rows < v, hn, jnp.inf)          # padding rows never win
+        if reduction == "fused":
+            val, idx = fused_best(x_s, cb_s, hn, precision=precision)
+        elif reduction != "auto":
+            val, idx = _search_best(x_s, cb_s, hn, *search_plan(x_s.shape[0], vs, chunk_size, reduction, ""),
+                                    precision)
+        else:
+            def plan(platform):
+                c, r = search_plan(x_s.shape[0], vs, chunk_size, "auto", platform)
+                return lambda x_, cb_, hn_: _search_best(x_, cb_, hn_, c, r, precision)
+
+            val, idx = jax.lax.platform_dependent(x_s, cb_s, hn, cpu=plan("cpu"), default=plan("gpu"))
+        best = jax.lax.pmin(val, MODEL)
+        cand = jnp.where(val == best, idx + lo, m * vs)     # only the shards holding the minimum bid
+        return jnp.minimum(jax.lax.pmin(cand, MODEL), v - 1)   # a token with no finite score: the last row
+
+    # check_vma=False: the per-shard search's scan starts from constants that do not vary over the
+    # mesh; this function has no gradient to check (its inputs are stop_gradient'ed).
+    search = jax.shard_map(shard, mesh=mesh, in_specs=(spec, P(MODEL, None)), out_specs=spec, check_vma=False)
+    return search(x, _padded(codebook, m))
+
+
+def sharded_lookup(codebook: jax.Array, ids: jax.Array, mesh) -> jax.Array:
+    """jnp.take(codebook, ids, axis=0) with the codebook's rows split over MODEL: codebook (V, d),
+    ids (...) int -> (..., d), without gathering the table. Each shard takes the rows it owns (zero
+    elsewhere) and a psum over MODEL adds the shards, so every row is one shard's row plus zeros:
+    the same values as the unsharded take. Differentiable in codebook (each shard's rows receive
+    their scatter-added gradient), so the codebook loss still reaches a learned projection."""
+    m = vocab_shards(mesh)
+    v, d = codebook.shape
+    vs = _shard_rows(v, m)
+    flat = ids.reshape(-1)
+    spec = _token_spec(mesh, flat.shape[0])
+
+    def shard(cb_s, k):                                # (vs, d), (n',) -> (n', d)
+        lo = jax.lax.axis_index(MODEL) * vs
+        mine = (k >= lo) & (k < lo + vs)
+        rows = jnp.take(cb_s, jnp.clip(k - lo, 0, vs - 1), axis=0)
+        return jax.lax.psum(jnp.where(mine[:, None], rows, jnp.zeros_like(rows)), MODEL)
+
+    take = jax.shard_map(shard, mesh=mesh, in_specs=(P(MODEL, None), spec), out_specs=P(*spec, None))
+    return take(_padded(codebook, m), flat).reshape(ids.shape + (d,))
+
+
+def lookup_codes(codebook: jax.Array, ids: jax.Array, mesh=None) -> jax.Array:
+    """Rows of codebook (V, d) at ids (...) -> (..., d); vocabulary-sharded under a mesh whose MODEL
+    axis has more than one device (`sharded_lookup`), else jnp.take."""
+    if vocab_shards(mesh) > 1:
+        return sharded_lookup(codebook, ids, mesh)
+    return jnp.take(codebook, ids, axis=0)
 
 
 @jax.custom_vjp
@@ -236,7 +360,7 @@ STRAIGHT_THROUGH = {"identity": _straight_through, "rotation": _rotation_through
 def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,
                      chunk_size: int | None = DEFAULT_CHUNK, precision=None,
                      straight_through: str = "identity", reduction: str = "auto",
-                     layer_targets: Sequence[jax.Array] = ()):
+                     layer_targets: Sequence[jax.Array] = (), mesh=None):
     """SAQ with auxiliary outputs.
 
     z: (B, h, w, d) float; codebook: (V, d); strides: one int per layer, each dividing h and w.
@@ -246,6 +370,9 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
     later layers quantize the residual of z as usual, so zhat_L still approaches z.
     straight_through: "identity" or "rotation" (how zhat's gradient reaches z; module docstring).
     reduction: the nearest-code search's per-chunk reduction (`nearest_code`; "auto" by default).
+    mesh: a (data, model) mesh; a MODEL axis of more than one device splits the codebook's rows over
+    it for the search and the lookup of the chosen rows (`sharded_nearest_code`, `sharded_lookup`):
+    the same ids and values, the same gradients.
     Returns (ids, zhat, aux):
       ids:  list of (B, h_l, w_l) int32, one per layer
       zhat: list of (B, h, w, d) running averages (straight-through to z)
@@ -286,9 +413,10 @@ def saq_quantize_aux(z: jax.Array, codebook: jax.Array, strides: Sequence[int], 
         else:
             target = l * subsample(z, s) - (l - 1) * subsample(jax.lax.stop_gradient(zhat_prev), s)
         hl, wl = target.shape[1:3]
-        k = nearest_code(jax.lax.stop_gradient(target).reshape(-1, d), search, chunk_size, precision, reduction)
+        k = nearest_code(jax.lax.stop_gradient(target).reshape(-1, d), search, chunk_size, precision, reduction,
+                         mesh)
         k = k.reshape(b, hl, wl)                        # (B, h_l, w_l)
-        e = jnp.take(codebook, k, axis=0).astype(z.dtype)  # (B, h_l, w_l, d)
+        e = lookup_codes(codebook, k, mesh).astype(z.dtype)  # (B, h_l, w_l, d)
         zhat_l = ((l - 1) * zhat_prev + upsample(e, s)) / l
         ids.append(k)
         targets.append(target)
@@ -320,13 +448,14 @@ def saq_quantize(z: jax.Array, codebook: jax.Array, strides: Sequence[int], *,
 
 
 def embed_pyramid(ids: Sequence[jax.Array], codebook: jax.Array, strides: Sequence[int],
-                  layers: int | None = None) -> jax.Array:
-    """Running average (B, h, w, d) of the first `layers` layers of a pyramid of ids."""
+                  layers: int | None = None, mesh=None) -> jax.Array:
+    """Running average (B, h, w, d) of the first `layers` layers of a pyramid of ids (rows looked up
+    vocabulary-sharded under a mesh with a MODEL axis, `lookup_codes`)."""
     layers = len(ids) if layers is None else int(layers)
     if not 1 <= layers <= len(ids):
         raise ValueError(f"layers must be in 1..{len(ids)}; got {layers}")
     zhat = None
     for l, (k, s) in enumerate(zip(ids[:layers], strides[:layers]), start=1):
-        e = upsample(jnp.take(codebook, k, axis=0), int(s))  # same recursion as saq_quantize
+        e = upsample(lookup_codes(codebook, k, mesh), int(s))  # same recursion as saq_quantize
         zhat = e if zhat is None else ((l - 1) * zhat + e) / l
     return zhat

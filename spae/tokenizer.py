@@ -8,6 +8,7 @@
     tok.llm_ids(pyr)                          # the real LLM ids (same as pyr.llm_ids)
     tok.from_text(tok.to_text(pyr))           # the inverse of to_text: words -> Pyramid (decode works)
     tok.from_llm_ids(pyr.llm_ids)             # real LLM ids -> Pyramid
+    tok = load_tokenizer(mesh=make_mesh(model=4))   # codebook rows split over 4 devices (backbones.mesh)
 
 Bad input is one ValueError / TypeError that says what is wrong and where: an empty batch,
 non-uint8 pixels, an unknown word (its layer and position), a layer of the wrong shape (its
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spae.codebook import Vocabulary
+from spae.codebook import Vocabulary, shard_codebooks, unpad_codebooks
 from spae.data import from_model_images, to_model_images
 from spae.model import SPAE, ModelConfig
 
@@ -142,11 +143,17 @@ def save_checkpoint(directory: str, model: SPAE, vocab: Vocabulary, cfg) -> None
 
 
 class Tokenizer:
-    """A trained SPAE with a text interface (see module docstring)."""
+    """A trained SPAE with a text interface (see module docstring).
+
+    mesh: a (data, model) mesh (`backbones.mesh.make_mesh`) to run encode and decode on: the frozen
+    codebook's rows split over "model" (never copied whole to one device; the nearest-word search
+    runs shard by shard and gives the ids of the unsharded search), each batch split over "data"
+    where that axis divides it, the encoder and decoder copied to every device. None: one device."""
 
     def __init__(self, model: SPAE, vocab: Vocabulary, prep: str = "resize", name: str = "",
-                 semantic_backbone=None):
+                 semantic_backbone=None, mesh=None):
         self.model = model
+        self.mesh = mesh
         self._backbone = semantic_backbone       # loaded on the first encode that needs it (decoding never does)
         self.vocab = vocab
         self.prep = prep
@@ -156,17 +163,23 @@ class Tokenizer:
         for c, w in enumerate(vocab.words):
             self._word_to_code.setdefault(w, c)
         graphdef, state = nnx.split(model)
+        rows = ()
+        if mesh is not None:            # codebook rows over "model" (padded to a multiple), the rest copied
+            state, rows = shard_codebooks(state, mesh)
+
+        def merged(state):
+            return nnx.merge(graphdef, unpad_codebooks(state, rows) if rows else state)
 
         @jax.jit
         def _encode(state, x, feats):    # uint8 (B, S, S, C), backbone features (B, F) or None -> list of (B, h_l, w_l)
-            m = nnx.merge(graphdef, state)
-            ids, _, _ = m.quantize(m.encode(x.astype(jnp.float32) / 127.5 - 1.0), feats)
+            m = merged(state)
+            ids, _, _ = m.quantize(m.encode(x.astype(jnp.float32) / 127.5 - 1.0), feats, mesh)
             return ids
 
         @jax.jit
         def _decode(state, ids):         # list of (B, h_l, w_l) -> uint8 (B, S, S, C)
-            m = nnx.merge(graphdef, state)
-            y = m.decode_ids(ids)
+            m = merged(state)
+            y = m.decode_ids(ids, mesh=mesh)
             return jnp.clip(jnp.round((y + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
         self._state, self._encode, self._decode = state, _encode, _decode
@@ -174,6 +187,20 @@ class Tokenizer:
     @property
     def num_layers(self) -> int:
         return self.model.num_layers
+
+    def _put(self, a):
+        """A batch-major array onto the device(s): split over the mesh's "data" axis where it divides
+        the batch, else copied to every device; one device without a mesh."""
+        if a is None:
+            return None
+        if self.mesh is None:
+            return jnp.asarray(a)
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        from backbones.mesh import DATA
+
+        n = int(dict(self.mesh.shape).get(DATA, 1))
+        return jax.device_put(np.asarray(a), NamedSharding(self.mesh, P(DATA) if len(a) % n == 0 else P()))
 
     @property
     def semantic_backbone(self):
@@ -218,8 +245,8 @@ class Tokenizer:
         cfg = self.model.cfg
         x = to_model_images(images, cfg.image_size, cfg.channels, self.prep)
         feats = self.semantic_features(images)
-        parts = [self._encode(self._state, jnp.asarray(x[i:i + batch_size]),
-                              None if feats is None else jnp.asarray(feats[i:i + batch_size]))
+        parts = [self._encode(self._state, self._put(x[i:i + batch_size]),
+                              None if feats is None else self._put(feats[i:i + batch_size]))
                  for i in range(0, len(x), batch_size)]
         codes = [np.concatenate([np.asarray(p[l]) for p in parts]) for l in range(self.num_layers)]
         return Pyramid(codes, [self.vocab.to_llm_ids(c) for c in codes], tuple(images.shape))
@@ -325,7 +352,7 @@ class Tokenizer:
             raise ValueError(f"layers must be in 1..{len(pyr)}; got {layers}")
         codes = pyr.codes[:k]
         n = len(codes[0])
-        out = np.concatenate([np.asarray(self._decode(self._state, [jnp.asarray(c[i:i + batch_size]) for c in codes]))
+        out = np.concatenate([np.asarray(self._decode(self._state, [self._put(c[i:i + batch_size]) for c in codes]))
                               for i in range(0, n, batch_size)])
         return from_model_images(out, pyr.shape, self.prep)
 
@@ -405,7 +432,7 @@ def resolve_checkpoint(name_or_dir: str | None) -> str:
                             "or give a checkpoint directory written by train.spae")
 
 
-def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbone=None) -> Tokenizer:
+def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbone=None, mesh=None) -> Tokenizer:
     """Load a tokenizer by shipped name ("photos64", "fmnist32", "scenes64") or checkpoint directory
     (default: "photos64-words", real images at 64 x 64, top words from a frozen ImageNet backbone).
 
@@ -413,6 +440,8 @@ def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbon
     semantic_backbone: for a tokenizer with a semantic path, the frozen backbone its top layers read,
     already loaded (an object with `.embed(images) -> (B, F)`, as `load_vision` returns); by default
     the one its config.json names is loaded on the first encode (decoding needs none).
+    mesh: a (data, model) mesh to encode and decode on, the codebook split by rows over "model"
+    (`Tokenizer`); None: one device.
     """
     directory = resolve_checkpoint(checkpoint_dir)
     meta = _read_meta(directory)
@@ -435,4 +464,4 @@ def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbon
     model = SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0), words=vocab.words)
     load_weights(model, directory)
     return Tokenizer(model, vocab, prep=meta["data"].get("prep", "resize"), name=os.path.basename(directory.rstrip("/")),
-                     semantic_backbone=semantic_backbone)
+                     semantic_backbone=semantic_backbone, mesh=mesh)

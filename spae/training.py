@@ -1,7 +1,7 @@
 """SPAE training logic, importable (the entry point `python -m train.spae` is thin).
 
     ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(cfg.seed))
-    trainer = StepFn(ts, cfg, mesh)          # jit over a "data" mesh, donated state
+    trainer = StepFn(ts, cfg, mesh)          # jit over a (data, model) mesh, donated state
     metrics = trainer(batch)                 # one optimisation step, on sharded inputs
 
 Config fields used here (see train/configs/spae_*.py): model.*, loss.*, optim.*, train.ema_decay, lqae,
@@ -22,11 +22,12 @@ import optax
 from flax import nnx
 
 from spae import configdict
-from spae.codebook import FrozenCodebook
+from spae.codebook import FrozenCodebook, shard_codebooks, unpad_codebooks
 from spae.losses import (Discriminator, foreground_weight, gan_discriminator_loss, gan_generator_loss,
                          l1_loss, l2_loss, lecam_loss, perceptual_loss, psnr, schedule_weight,
                          perceptual_net, semantic_loss, subsample_positions, usage_entropy_loss)
 from spae.model import SPAE, ModelConfig
+from spae.quantizer import lookup_codes
 
 __all__ = ["resolve_config", "TrainState", "StepFn", "FROZEN", "TRAINABLE", "Stat", "ema_modules"]
 
@@ -177,7 +178,9 @@ def semantic_path_loss(model: SPAE, sem_targets: list, rows, temperature: float)
 RANDOM_PREFIX_STREAM = 1_000_003    # fold_in tag of the random-prefix depths, apart from the entropy keys
 
 
-def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
+def _train_step(ts: TrainState, batch: dict, cfg, mesh=None) -> dict:
+    """One optimisation step on `ts`, in place; mesh: the step's (data, model) mesh, whose "model"
+    axis (when larger than 1) splits the codebook search and row lookups over the vocabulary."""
     L = cfg.loss
     x = batch["image"].astype(jnp.float32) / 127.5 - 1.0        # (B, H, W, C)
     b = x.shape[0]
@@ -197,7 +200,7 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     def g_loss_fn(model, disc, percept):
         z = model.encode(x)                                        # (B, h, w, d)
         sem_targets = semantic_path_targets(model, batch)          # per view, per semantic layer
-        ids, zhat, aux = model.quantize_with_targets(z, [t[:, 0] for t in sem_targets])
+        ids, zhat, aux = model.quantize_with_targets(z, [t[:, 0] for t in sem_targets], mesh)
         if ramp > 0:   # decoder input slides from the continuous z to the quantized zhat
             r = jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
             zhat = [zh + (1.0 - r) * (z - zh) for zh in zhat]
@@ -252,13 +255,13 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
             terms["gan_g"] = w_gan * gan_generator_loss(disc(full))
         if L.semantic > 0:
             cb = model.codes()                                             # (V, d_latent)
-            emb = jnp.take(cb, batch["sem_ids"], axis=0)                   # (B, K, d)
+            emb = lookup_codes(cb, batch["sem_ids"], mesh)                 # (B, K, d)
             sem = 0.0
             for l in L.semantic_layers:
                 neg = valid = None
                 if L.get("semantic_negatives", False):                    # the chosen token, if off-list
                     chosen = ids[l - 1]                                     # (B, h_l, w_l)
-                    neg = jnp.take(cb, chosen, axis=0)
+                    neg = lookup_codes(cb, chosen, mesh)
                     valid = ~jnp.any(chosen[..., None] == batch["sem_ids"][:, None, None, :], -1)
                 sem = sem + semantic_loss(aux["targets"][l - 1], emb, batch["sem_prob"],
                                           L.semantic_temp, neg, valid)
@@ -306,20 +309,26 @@ def _train_step(ts: TrainState, batch: dict, cfg) -> dict:
     return metrics
 
 
-def _compiled_step(graphdef, cfg_json: str, mesh):
-    """The jitted train step of one (model structure, config, mesh); StepFn caches it."""
+def _compiled_step(graphdef, cfg_json: str, mesh, rows: tuple, frozen_shardings):
+    """The jitted train step of one (model structure, config, mesh); StepFn caches it.
+
+    `frozen` arrives as `shard_codebooks` placed it (codebook rows split over "model", padded to a
+    multiple of it; `rows` the true row counts) and is cut back to its rows before the model sees it."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from backbones.mesh import DATA
+
     cfg = configdict.Config(json.loads(cfg_json))
-    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
 
     def spae_train_step(train, frozen, batch):
-        ts = nnx.merge(graphdef, frozen, train)
-        metrics = _train_step(ts, batch, cfg)
+        ts = nnx.merge(graphdef, unpad_codebooks(frozen, rows), train)
+        metrics = _train_step(ts, batch, cfg, mesh)
         _, _, new_train = nnx.split(ts, FROZEN, ...)
         return new_train, metrics
 
-    return jax.jit(spae_train_step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(spae_train_step, in_shardings=(repl, frozen_shardings, data), out_shardings=(repl, repl),
+                   donate_argnums=0)
 
 
 # Compiled steps of the last few (config, mesh, state structure and shapes), with the graphdef each
@@ -330,31 +339,38 @@ _STEP_CACHE: collections.OrderedDict = collections.OrderedDict()
 _STEP_CACHE_SIZE = 8
 
 
-def _step_key(cfg_json: str, mesh, frozen, train) -> tuple:
+def _step_key(cfg_json: str, mesh, frozen, train, rows: tuple) -> tuple:
     def avals(tree):
         return tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(tree))
 
-    return cfg_json, mesh, jax.tree.structure(frozen), jax.tree.structure(train), avals(frozen), avals(train)
+    return (cfg_json, mesh, jax.tree.structure(frozen), jax.tree.structure(train), avals(frozen), avals(train),
+            rows)
 
 
-def _cached_step(graphdef, cfg_json: str, mesh, frozen, train):
+def _cached_step(graphdef, cfg_json: str, mesh, frozen, train, rows: tuple = ()):
     """(graphdef, jitted step): the cached pair when a step of the same config, mesh, state structure
-    and shapes was built before in this process (its graphdef describes the same modules), else new."""
-    key = _step_key(cfg_json, mesh, frozen, train)
+    and shapes was built before in this process (its graphdef describes the same modules), else new.
+    frozen: as placed by `shard_codebooks` (its shardings are the step's); rows: its tables' V."""
+    key = _step_key(cfg_json, mesh, frozen, train, rows)
     if key in _STEP_CACHE:
         _STEP_CACHE.move_to_end(key)
     else:
-        _STEP_CACHE[key] = graphdef, _compiled_step(graphdef, cfg_json, mesh)
+        shardings = jax.tree.map(lambda a: a.sharding, frozen)
+        _STEP_CACHE[key] = graphdef, _compiled_step(graphdef, cfg_json, mesh, rows, shardings)
         while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
             _STEP_CACHE.popitem(last=False)
     return _STEP_CACHE[key]
 
 
 class StepFn:
-    """Compiled train step over a mesh: replicated state (donated), batch split over "data".
+    """Compiled train step over a (data, model) mesh (`train.trainlib.make_mesh`): batch split over
+    "data"; the frozen codebook's rows split over "model" (the search runs shard by shard,
+    `spae.quantizer.sharded_nearest_code`); the rest of the state (small) replicated and donated.
 
     Holds the state split as (graphdef, frozen, train): `frozen` (codebook, fixed perceptual
-    net) is passed but never donated nor optimised; `train` is what checkpoints save.
+    net) is passed but never donated nor optimised; `train` is what checkpoints save. With a
+    "model" axis that does not divide the vocabulary, `frozen`'s codebook carries zero rows up to
+    the next multiple (`spae.codebook.shard_codebooks`); the step cuts them off, `state` too.
     """
 
     def __init__(self, ts: TrainState, cfg, mesh):
@@ -363,11 +379,10 @@ class StepFn:
         self.cfg = cfg
         self.mesh = mesh
         self.graphdef, frozen, train = nnx.split(ts, FROZEN, ...)
-        repl = NamedSharding(mesh, P())
-        self.frozen = jax.device_put(frozen, repl)
-        self.train = jax.device_put(train, repl)
+        self.frozen, self._rows = shard_codebooks(frozen, mesh)
+        self.train = jax.device_put(train, NamedSharding(mesh, P()))
         self.graphdef, self._step = _cached_step(self.graphdef, json.dumps(cfg.to_dict(), sort_keys=True, default=list),
-                                                 mesh, frozen, train)
+                                                 mesh, self.frozen, train, self._rows)
 
     def __call__(self, batch: dict) -> dict:
         self.train, metrics = self._step(self.train, self.frozen, batch)
@@ -383,7 +398,7 @@ class StepFn:
     @property
     def state(self) -> TrainState:
         """A TrainState view of the current arrays (for evaluation / export)."""
-        return nnx.merge(self.graphdef, self.frozen, self.train)
+        return nnx.merge(self.graphdef, unpad_codebooks(self.frozen, self._rows), self.train)
 
     def set_train_state(self, train) -> None:
         from jax.sharding import NamedSharding, PartitionSpec as P

@@ -37,13 +37,15 @@ def test_load_config_and_overrides(tmp_path):
 
 def test_mesh_and_shard_batch():
     mesh = trainlib.make_mesh()
-    assert mesh.axis_names == ("data",)
+    assert mesh.axis_names == ("data", "model") and mesh.shape["model"] == 1
     n = mesh.shape["data"]
     batch = trainlib.shard_batch({"x": np.arange(4 * n * 3).reshape(4 * n, 3)}, mesh)
     np.testing.assert_array_equal(np.asarray(batch["x"]), np.arange(4 * n * 3).reshape(4 * n, 3))
     assert batch["x"].sharding.spec[0] == "data"
     with pytest.raises(ValueError, match="devices"):
         trainlib.make_mesh(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="divisor"):
+        trainlib.make_mesh(1, model=2)
     if n > 1:
         with pytest.raises(ValueError, match="multiple"):
             trainlib.shard_batch({"x": np.zeros((n + 1, 2))}, mesh)

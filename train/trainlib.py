@@ -1,8 +1,8 @@
 """Small, generic training utilities shared by the trainers in `train/`.
 
     cfg = load_config("train/configs/spae_tiny.py", ["optim.lr=1e-3"])
-    mesh = make_mesh()                                # one axis, "data"
-    batch = shard_batch({"image": x}, mesh)           # axis 0 split over "data"
+    mesh = make_mesh()                                # (data, model) mesh, model=1: all devices on "data"
+    batch = shard_batch({"image": x}, mesh)           # axis 0 split over "data", copied over "model"
     check_resume_config(workdir, cfg, ("model",))     # ConfigError if the checkpoints hold another model
     ckpt = Checkpointer(workdir)                      # Orbax CheckpointManager
     ckpt.save(step, state, extra={"loader": loader.get_state()})
@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from backbones.cli_errors import UserError, add_debug_flag, debug_enabled, one_line as _one_line
 from backbones.cli_errors import user_errors as _user_errors
+from backbones.mesh import DATA, make_mesh as _mesh_of
 from spae.configdict import Config  # the libraries read configs too, so the class lives there
 
 __all__ = [
@@ -272,19 +273,25 @@ def write_config(workdir: str, config) -> str:
 # ----------------------------------------------------------------------------- sharding
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh with axis "data" over the first `num_devices` devices (default: all)."""
+def make_mesh(num_devices: int | None = None, model: int = 1) -> Mesh:
+    """The (data, model) mesh of `backbones.mesh` over the first `num_devices` devices (default: all):
+    `model` devices per "model" group (the vocabulary / weight shards), num_devices // model along
+    "data" (the batch). model=1 puts every device on "data", as the trainers have always had it."""
     devices = jax.devices()
     n = len(devices) if num_devices is None else int(num_devices)
+    model = int(model)
     if not 1 <= n <= len(devices):
         raise ValueError(f"asked for {n} devices but {len(devices)} are visible; on CPU set "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
-    return Mesh(np.asarray(devices[:n]), ("data",))
+    if model < 1 or n % model:
+        raise ValueError(f"model={model} must be a positive divisor of the {n} devices asked for "
+                         "(each 'model' group holds one copy of the sharded weights)")
+    return _mesh_of(data=n // model, model=model, devices=devices[:n])
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
-    """Axis 0 split over "data", other axes replicated."""
-    return NamedSharding(mesh, P("data"))
+    """Axis 0 split over "data", other axes (and the "model" axis) replicated."""
+    return NamedSharding(mesh, P(DATA))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
@@ -293,7 +300,7 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
     """Place every array of `batch` on `mesh`, axis 0 split over "data"."""
-    n = mesh.shape["data"]
+    n = mesh.shape[DATA]
     sharding = data_sharding(mesh)
     out = {}
     for key, value in batch.items():
