@@ -35,6 +35,15 @@ Resumable: each finished episode is appended to DIR/results.partial.jsonl, and a
 same DIR with the same method settings reuses every stored episode whose queries match the
 episode file (a killed run, or an episode file grown from 100 to 200 episodes: only the new
 ones are scored).
+
+On many processes (hosts; backbones/distributed.py) the episodes are dealt round-robin: each
+process loads the models, codes only the images of its own episodes and scores them, and after
+every round of one episode per process the records are gathered, so every process ends with all
+of them, in episode order: the scores of the one-process run. Process 0 alone reads and writes DIR
+and prints. Start the same command on every process:
+
+    python -m eval.fewshot --method spae --episodes EPISODES.csv --out DIR \
+        --coordinator HOST:PORT --num_processes 2 --process_id 0        # and --process_id 1
 """
 from __future__ import annotations
 
@@ -50,6 +59,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from backbones import distributed
 from backbones.cli_errors import add_debug_flag, cli_main
 # The prompt and the label-bias corrections live in the installed package, for `llmsight fewshot` too.
 from llmsight.fewshot import CALIBRATIONS, INSTRUCTION, build_prefix, label_log_probs, query_part
@@ -149,9 +159,12 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
     calibrate: the label-bias correction of the closed-form prediction (`llmsight.fewshot.CALIBRATIONS`).
 
     done: {episode index: its records} from an earlier run (see `stored_episodes`); those episodes
-    are not scored again. on_episode(records): called with each newly scored episode's records.
-    query_images: the images the episodes' query indices point into, when not `images` (queries
-    from another dataset); the coder then gets them with keys offset by len(images).
+    are not scored again. on_episode(records): called with each newly scored episode's records, in
+    episode order. query_images: the images the episodes' query indices point into, when not `images`
+    (queries from another dataset); the coder then gets them with keys offset by len(images).
+
+    In a multi-process run every process calls it with the same arguments: process p scores the
+    episodes p, p + P, ... of those left to score, and every process returns all the records.
     """
     from tqdm import tqdm
 
@@ -172,55 +185,63 @@ def run(llm, coder: ImageCoder, episodes, images: np.ndarray, open_ended_eval: b
             raise ValueError(f"{role} index {top} is out of range for its {n} images")
     if query_images is not None:
         images = np.concatenate([images, query_images])
-    todo = [e for i, e in enumerate(episodes) if i not in done]
-    needed = sorted({int(i) for e in todo for i in e.support} | {int(q) + offset for e in todo for q in e.query})
+    rank, size = distributed.process_index(), distributed.process_count()
+    todo = [i for i in range(len(episodes)) if i not in done]
+    mine = [episodes[i] for i in todo[rank::size]]       # this process's episodes (all of them for one)
+    needed = sorted({int(i) for e in mine for i in e.support} | {int(q) + offset for e in mine for q in e.query})
     codes = {}
     for start in range(0, len(needed), 256):
         keys = needed[start:start + 256]
         for k, ids in zip(keys, coder.ids(images[keys], keys)):
             codes[k] = ids
+    scored = {}
+    rounds = [todo[r:r + size] for r in range(0, len(todo), size)]    # one episode per process each
+    for group in tqdm(rounds, desc=f"{coder.name} episodes", disable=not progress or rank != 0):
+        recs = _score_episode(llm, episodes[group[rank]], group[rank], codes, offset, calibrate,
+                              open_ended_eval) if rank < len(group) else None
+        for e_idx, r in zip(group, distributed.allgather_json(recs) if size > 1 else [recs]):
+            scored[e_idx] = r
+            if on_episode is not None:
+                on_episode(r)
     per_episode, per_episode_open = [], []
-    for e_idx, ep in enumerate(tqdm(episodes, desc=f"{coder.name} episodes", disable=not progress)):
-        if e_idx in done:
-            records.extend(done[e_idx])
-            per_episode.append(np.mean([r["correct"] for r in done[e_idx]]))
-            if open_ended_eval:
-                per_episode_open.append(np.mean([r["open_correct"] for r in done[e_idx]]))
-            continue
-        names = list(ep.class_names)
-        first = len(records)
-        label_of = {int(c): names[j] for j, c in enumerate(ep.classes)}
-        supports = [(codes[int(i)], label_of[int(y)]) for i, y in zip(ep.support, ep.support_labels)]
-        # Interleave classes (c1, c2, ..., c1, c2, ...) so the last support is not always one class.
-        order = np.argsort(np.tile(np.arange(ep.shots), ep.ways), kind="stable")
-        supports = [supports[j] for j in order]
-        hits, hits_open = [], []
-        prefix = build_prefix(llm, supports)
-        query_ids = [codes[int(q) + offset] for q in ep.query]
-        scores = label_log_probs(llm, supports, query_ids, names, calibrate)                  # (Q, N)
-        queries = [query_part(llm, ids) for ids in query_ids]
-        for q, y, row, qids in zip(ep.query, ep.query_labels, scores, queries):
-            pred = names[int(np.argmax(row))]
-            rec = {"episode": e_idx, "query": int(q), "label": label_of[int(y)], "pred": pred,
-                   "correct": pred == label_of[int(y)], "prompt_tokens": len(prefix) + len(qids)}
-            if open_ended_eval:
-                text = open_ended(llm, prefix + qids)
-                rec["open_pred"] = text
-                rec["open_correct"] = text.lower() == label_of[int(y)].lower()
-                hits_open.append(rec["open_correct"])
-            hits.append(rec["correct"])
-            records.append(rec)
-        per_episode.append(np.mean(hits))
-        if hits_open:
-            per_episode_open.append(np.mean(hits_open))
-        if on_episode is not None:
-            on_episode(records[first:])
+    for e_idx in range(len(episodes)):
+        recs = done[e_idx] if e_idx in done else scored[e_idx]
+        records.extend(recs)
+        per_episode.append(np.mean([r["correct"] for r in recs]))
+        if open_ended_eval:
+            per_episode_open.append(np.mean([r["open_correct"] for r in recs]))
     acc, ci = mean_ci95(per_episode)
     summary = {"accuracy": acc, "ci95": ci, "calibrate": calibrate, "episodes": len(episodes),
                "queries": len(records), "mean_prompt_tokens": float(np.mean([r["prompt_tokens"] for r in records]))}
     if per_episode_open:
         summary["open_accuracy"], summary["open_ci95"] = mean_ci95(per_episode_open)
     return records, summary
+
+
+def _score_episode(llm, ep, e_idx: int, codes: dict, offset: int, calibrate: str, open_ended_eval: bool) -> list:
+    """The records of one episode's queries; `codes`: {image key: its ids} (query keys offset)."""
+    names = list(ep.class_names)
+    records = []
+    label_of = {int(c): names[j] for j, c in enumerate(ep.classes)}
+    supports = [(codes[int(i)], label_of[int(y)]) for i, y in zip(ep.support, ep.support_labels)]
+    # Interleave classes (c1, c2, ..., c1, c2, ...) so the last support is not always one class.
+    order = np.argsort(np.tile(np.arange(ep.shots), ep.ways), kind="stable")
+    supports = [supports[j] for j in order]
+    prefix = build_prefix(llm, supports)
+    query_ids = [codes[int(q) + offset] for q in ep.query]
+    scores = label_log_probs(llm, supports, query_ids, names, calibrate)                  # (Q, N)
+    queries = [query_part(llm, ids) for ids in query_ids]
+    for q, y, row, qids in zip(ep.query, ep.query_labels, scores, queries):
+        pred = names[int(np.argmax(row))]
+        rec = {"episode": e_idx, "query": int(q), "label": label_of[int(y)], "pred": pred,
+               "correct": pred == label_of[int(y)], "prompt_tokens": len(prefix) + len(qids),
+               "log_probs": [float(v) for v in row]}      # per label, in class_names order, as corrected
+        if open_ended_eval:
+            text = open_ended(llm, prefix + qids)
+            rec["open_pred"] = text
+            rec["open_correct"] = text.lower() == label_of[int(y)].lower()
+        records.append(rec)
+    return records
 
 
 def write_results(out: str, records: list[dict], summary: dict) -> None:
@@ -324,21 +345,29 @@ def run_resumable(out: str, settings: dict, llm, coder: ImageCoder, episodes, im
                   open_ended_eval: bool, progress: bool = True, query_images: np.ndarray | None = None):
     """`run`, reusing OUT's stored episodes (`stored_episodes`) and appending each new one to
     OUT/results.partial.jsonl as it finishes; the correction is settings["calibrate"] (default
-    "none"). Returns (records, summary); writes no summary."""
-    done = stored_episodes(out, settings, episodes, open_ended_eval)
-    if done and progress:
+    "none"). Returns (records, summary); writes no summary. In a multi-process run process 0 alone
+    reads and writes OUT: it tells the others which episodes are stored, and appends theirs too."""
+    import contextlib
+
+    primary = distributed.is_primary()
+    done = stored_episodes(out, settings, episodes, open_ended_eval) if primary else {}
+    if distributed.process_count() > 1:       # process 0's stored records, for every process
+        done = {int(k): v for k, v in distributed.allgather_json({str(k): v for k, v in done.items()})[0].items()}
+    if done and progress and primary:
         print(f"reusing {len(done)} of {len(episodes)} episodes stored in {out}")
-    os.makedirs(out, exist_ok=True)
-    if not os.path.exists(os.path.join(out, "summary.json")):
-        with open(os.path.join(out, "run.json"), "w") as f:
-            json.dump(settings, f, indent=1)
-    with open(os.path.join(out, PARTIAL), "a") as partial:
+    if primary:
+        os.makedirs(out, exist_ok=True)
+        if not os.path.exists(os.path.join(out, "summary.json")):
+            with open(os.path.join(out, "run.json"), "w") as f:
+                json.dump(settings, f, indent=1)
+    with open(os.path.join(out, PARTIAL), "a") if primary else contextlib.nullcontext() as partial:
         def save_episode(recs):
             partial.write("".join(json.dumps(r) + "\n" for r in recs))
             partial.flush()
 
         records, summary = run(llm, coder, episodes, images, open_ended_eval=open_ended_eval,
-                               progress=progress, done=done, on_episode=save_episode, query_images=query_images,
+                               progress=progress, done=done, on_episode=save_episode if primary else None,
+                               query_images=query_images,
                                calibrate=settings.get("calibrate", RUN_DEFAULTS["calibrate"]))
     summary["reused_episodes"] = len(done)
     return records, summary
@@ -413,7 +442,9 @@ def main(argv=None, llm=None) -> dict:
                     help="lens: add captions to tags and attributes (the LENS VQA setup; longer prompts)")
     ap.add_argument("--name", default=None, help="row name in reports (default: the method, e.g. spae_nosem)")
     add_debug_flag(ap)
+    distributed.add_flags(ap)
     args = ap.parse_args(argv)
+    distributed.initialize_from_args(args)          # before any JAX work; nothing without the flags
     if args.lens_captions and not args.name:
         args.name = "lens_captions"
     command = "python -m eval.fewshot " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -457,7 +488,10 @@ def main(argv=None, llm=None) -> dict:
     summary.update(settings)
     summary.update({"ways": e0.ways, "shots": e0.shots,
                     "episodes_file": os.path.abspath(args.episodes),
-                    "seconds": round(time.perf_counter() - t, 1), "command": command})
+                    "seconds": round(time.perf_counter() - t, 1), "command": command,
+                    "processes": distributed.process_count()})
+    if not distributed.is_primary():
+        return summary
     write_results(args.out, records, summary)
     line = f"{args.method} (calibrate {args.calibrate}): accuracy {summary['accuracy']:.3f} ± {summary['ci95']:.3f}"
     if "open_accuracy" in summary:

@@ -15,6 +15,17 @@ resumes from the one before. A resume with another model (a changed model.*, voc
 data.image_size, data.channels or lqae field) is refused; training fields may change. --debug shows
 tracebacks. At the end writes --workdir/export, a small checkpoint that
 `spae.load_tokenizer(<workdir>/export)` reads.
+
+On many hosts (one process each; see backbones/distributed.py), the same command on every host with
+the coordinator's address and each process's id; a two-process trial run on one machine:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m train.spae --config train/configs/spae_tiny.py \
+        --workdir /tmp/spae_2p --coordinator 127.0.0.1:1234 --num_processes 2 --process_id 0   # and --process_id 1
+
+Each process reads its own rows of every global batch (the one-process run's batch, row for row,
+so the parameters are the one-process run's), all take part in saving and restoring the
+checkpoints (Orbax, into the one --workdir every host sees), and process 0 alone writes
+config.json, metrics.jsonl, the export and the caches, and prints.
 """
 
 from __future__ import annotations
@@ -42,8 +53,29 @@ def build_vocab(cfg, llm=None):
     return Vocabulary.from_llm(llm, mode=v.mode, min_len=v.min_len, max_size=v.max_size)
 
 
+def _say(text: str) -> None:
+    """A progress line on stderr, from process 0 alone."""
+    from backbones import distributed
+
+    if distributed.is_primary():
+        print(text, file=sys.stderr, flush=True)
+
+
+def _save_cache(path: str, **arrays) -> None:
+    """np.savez into `path` by process 0 alone, atomically (a process that looks meanwhile finds the
+    old file or the whole new one, never a part)."""
+    from backbones import distributed
+
+    if not distributed.is_primary():
+        return
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
     """(sem_ids (N, K), sem_prob (N, K)) for the training images, cached in workdir."""
+    from backbones import distributed
     from spae import semantic
 
     L = cfg.loss
@@ -66,9 +98,9 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
     if L.relevance == "imagenet":
         from backbones import load_vision
 
-        print(f"computing ImageNet relevance of {vocab.size} tokens for {len(images)} images ...", file=sys.stderr)
+        _say(f"computing ImageNet relevance of {vocab.size} tokens for {len(images)} images ...")
         ids, prob = semantic.imagenet_topk(load_vision(), images, vocab.words, L.semantic_k)
-        np.savez(cache, key=np.asarray(key), ids=ids, prob=prob)
+        _save_cache(cache, key=np.asarray(key), ids=ids, prob=prob)
         return ids, prob
     from backbones import load_clip
 
@@ -81,12 +113,13 @@ def semantic_targets(cfg, vocab, images, labels, class_names, workdir):
         rows = np.array([i for i, w in enumerate(vocab.words) if w.lower() in clip.known_words])
         if len(rows) == 0:
             raise ValueError("no codebook word is among the contrastive model's training words")
-    text = semantic.token_text_embeddings(clip, [vocab.words[i] for i in rows],
-                                          cache_path=os.path.join(workdir, "text_emb.npz"))
-    print(f"computing CLIP relevance of {len(rows)} tokens for {len(images)} images ...", file=sys.stderr)
+    text = semantic.token_text_embeddings(clip, [vocab.words[i] for i in rows],   # one writer of the cache
+                                          cache_path=os.path.join(workdir, "text_emb.npz")
+                                          if distributed.is_primary() else None)
+    _say(f"computing CLIP relevance of {len(rows)} tokens for {len(images)} images ...")
     ids, prob = semantic.relevance_topk(clip, images, text, L.semantic_k, L.semantic_tau)
     ids = rows[ids].astype(np.int32)
-    np.savez(cache, key=np.asarray(key), ids=ids, prob=prob)
+    _save_cache(cache, key=np.asarray(key), ids=ids, prob=prob)
     return ids, prob
 
 
@@ -127,8 +160,8 @@ def semantic_path_arrays(cfg, vocab, workdir) -> dict:
     images = to_model_images(source, cfg.data.image_size, cfg.data.channels, cfg.data.get("prep", "resize"))
     if not hasattr(backbone, "probabilities_from_embedding"):
         raise ValueError(f"the ImageNet teacher needs an ImageNet classifier backbone; {m.semantic_backbone!r} is not one")
-    print(f"reading the frozen backbone {m.semantic_backbone} on {len(images)} images at "
-          f"{cfg.data.image_size} and {src_cfg.image_size} px ...", file=sys.stderr)
+    _say(f"reading the frozen backbone {m.semantic_backbone} on {len(images)} images at "
+         f"{cfg.data.image_size} and {src_cfg.image_size} px ...")
     small, large = backbone.embed(semantic._as_rgb(images)), backbone.embed(semantic._as_rgb(source))
     probs = backbone.probabilities_from_embedding(large)
     ids, prob = semantic.imagenet_topk_from_probabilities(probs, vocab.words, 16, L.get("semantic_specificity", True))
@@ -136,7 +169,7 @@ def semantic_path_arrays(cfg, vocab, workdir) -> dict:
     positions = sum((grid // int(s)) ** 2 for s in m.strides[:m.semantic_layers])
     arrays = {"image": images, "sem_feat": np.stack([small, large], 1).astype(np.float32),
               "sem_rows": rank_targets(ids, prob, positions)}
-    np.savez(cache, key=np.asarray(key), **arrays)
+    _save_cache(cache, key=np.asarray(key), **arrays)
     return head_input(arrays)
 
 
@@ -164,6 +197,10 @@ def fit_head(ts, arrays: dict, cfg, workdir: str, quiet: bool = False) -> None:
     n = min(4000, len(arrays["sem_rows"]))
     acc = [head_accuracy(ts.model.semantic, codes, arrays["sem_feat"][:n, v], arrays["sem_rows"][:n]).tolist()
            for v in range(arrays["sem_feat"].shape[1])]
+    from backbones import distributed
+
+    if not distributed.is_primary():        # every process fits the same head; process 0 reports it
+        return
     with open(os.path.join(workdir, "semantic_head.json"), "w") as f:
         json.dump({"steps": steps, "loss_every_100": curve, "train_accuracy_per_view_position": acc}, f, indent=1)
     print(f"semantic head: {steps} steps, loss {curve[0]:.3f} -> {curve[-1]:.3f}, training-image accuracy per view "
@@ -183,21 +220,47 @@ def export(state, vocab, cfg, directory: str) -> None:
 MODEL_FIELDS = ("model", "vocab", "data.image_size", "data.channels", "lqae")
 
 
-def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: bool = False) -> dict:
-    """Run (or resume) training; returns the last logged metrics."""
-    import jax
-    from flax import nnx
-
-    from spae.training import StepFn, TrainState
+def batches(arrays: dict, cfg, mesh):
+    """(loader, place): the training batches and how each goes onto the mesh. One process: an
+    ArrayLoader of data.batch_size examples, `trainlib.shard_batch`. Several: the same loader over the
+    example indices, each process reading its rows of every batch (`distributed.ProcessRows`), joined
+    into one global batch (`distributed.global_batch`): the one-process batches, row for row, and the
+    same loader state to checkpoint."""
+    from backbones import distributed
     from train import trainlib
     from visiondata.pipeline import ArrayLoader
 
+    size = cfg.data.batch_size
+    if distributed.process_count() == 1:
+        return (ArrayLoader(arrays, size, seed=cfg.seed, shuffle=True, drop_remainder=True),
+                lambda batch: trainlib.shard_batch(batch, mesh))
+    n = len(next(iter(arrays.values())))
+    order = ArrayLoader({"index": np.arange(n)}, size, seed=cfg.seed, shuffle=True, drop_remainder=True)
+    sharding = trainlib.data_sharding(mesh)
+    if size % mesh.shape["data"]:
+        raise ValueError(f"data.batch_size={size} must be a multiple of the {mesh.shape['data']} devices of the "
+                         "'data' axis")
+    return distributed.ProcessRows(arrays, order, sharding), lambda local: distributed.global_batch(local, sharding, size)
+
+
+def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: bool = False) -> dict:
+    """Run (or resume) training; returns the last logged metrics. In a multi-process run every
+    process calls it (backbones/distributed.py); process 0 alone writes files and reports."""
+    import jax
+    from flax import nnx
+
+    from backbones import distributed
+    from spae.training import StepFn, TrainState
+    from train import trainlib
+
+    primary = distributed.is_primary()
+    quiet = quiet or not primary
     os.makedirs(workdir, exist_ok=True)
     trainlib.check_resume_config(workdir, cfg, MODEL_FIELDS)   # before any work: refuse another model's workdir
     vocab = build_vocab(cfg, llm)
     arrays = build_arrays(cfg, vocab, workdir)
     mesh = trainlib.make_mesh(cfg.train.num_devices)
-    loader = ArrayLoader(arrays, cfg.data.batch_size, seed=cfg.seed, shuffle=True, drop_remainder=True)
+    loader, place = batches(arrays, cfg, mesh)
     ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(cfg.seed), words=vocab.words)
     ckpt = trainlib.Checkpointer(workdir, max_to_keep=2)
     if ts.model.semantic is not None and cfg.train.get("semantic_head_steps", 0) and ckpt.latest_step() is None:
@@ -211,7 +274,8 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
         start, train_state, extra = restored
         fn.set_train_state(train_state)
         loader.set_state(extra["loader"])
-        print(f"resumed from step {start} in {workdir}", file=sys.stderr)
+        if primary:
+            print(f"resumed from step {start} in {workdir}", file=sys.stderr)
     trainlib.write_config(workdir, cfg)       # only now: a failed start leaves the old one beside its checkpoints
 
     total = cfg.train.steps
@@ -219,7 +283,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
     t0, t_log = time.time(), time.time()
     bar = trainlib.progress(total=total, initial=start, desc="spae", disable=True if quiet else None)
     for step in range(start + 1, total + 1):
-        batch = trainlib.shard_batch(next(loader), mesh)
+        batch = place(next(loader))
         metrics = fn(batch)
         trainlib.check_finite(step, {"loss": metrics["loss"]})
         bar.update(1)
@@ -241,21 +305,26 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
     bar.close()
     ckpt.close()
     jax.block_until_ready(fn.train)
-    export(fn.state, vocab, cfg, os.path.join(workdir, "export"))
+    if primary:       # the parameters are replicated: process 0 holds them all
+        export(fn.state, vocab, cfg, os.path.join(workdir, "export"))
+    distributed.barrier("spae export")
     last["wall_s"] = time.time() - t0
     return last
 
 
 def main(argv=None):
+    from backbones import distributed
     from spae.training import resolve_config
     from train import trainlib
     from train.configs.spae_base import base_config   # the fields any --config file may set
 
-    args, cfg = trainlib.parse_train_args(__doc__, argv, base=base_config)
+    args, cfg = trainlib.parse_train_args(__doc__, argv, base=base_config, add_flags=distributed.add_flags)
     with trainlib.user_errors():
+        distributed.initialize_from_args(args)   # before any JAX work; nothing without the flags
         cfg = resolve_config(cfg)
         last = train(cfg, args.workdir, stop_after=args.stop_after)
-    print(json.dumps(last))
+    if distributed.is_primary():
+        print(json.dumps(last))
 
 
 if __name__ == "__main__":

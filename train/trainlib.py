@@ -261,8 +261,11 @@ def check_resume_config(workdir: str, config, model_fields: Sequence[str]) -> No
 
 def write_config(workdir: str, config) -> str:
     """Write workdir/config.json (atomically: a crash leaves the old one or the new one); -> its path.
-    Trainers call it once the state has been restored or initialised."""
+    Trainers call it once the state has been restored or initialised. In a multi-process run
+    process 0 alone writes it (the others return the path)."""
     path = os.path.join(workdir, "config.json")
+    if not _primary():
+        return path
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(_json_tree(config), f, indent=1)
@@ -313,6 +316,14 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
+
+def _primary() -> bool:
+    """Process 0 of a multi-process run (backbones/distributed.py), or the only one: the process that
+    writes config.json, metrics and warnings."""
+    from backbones.distributed import is_primary
+
+    return is_primary()
 
 
 class CheckpointError(RuntimeError, UserError):
@@ -430,7 +441,8 @@ def restore_model_state(ckpt, model, optimizer) -> tuple[int, dict]:
     start, st, extra = restored
     nnx.update(model, st["params"])
     nnx.update(optimizer, st["opt"])
-    print(f"resumed from step {start}")
+    if _primary():
+        print(f"resumed from step {start}")
     return start, extra
 
 
@@ -443,6 +455,12 @@ class Checkpointer:
     A damaged checkpoint (truncated or overwritten files) is reported in one line on stderr, moved
     aside to checkpoints/damaged/step_N (never deleted), and `restore` falls back to the newest intact
     step. Orbax's own messages stay out of the terminal unless LLMSIGHT_DEBUG=1 (--debug).
+
+    Many processes (backbones/distributed.py): every process makes the Checkpointer over the same
+    directory (one that all hosts see) and calls save and restore together; Orbax writes each array
+    shard once (replicated arrays and the JSON from process 0) and every process reads what it holds. A
+    step counts as intact only if it reads on every process; process 0 moves a damaged one aside
+    and prints the warnings.
     """
 
     def __init__(self, workdir: str, max_to_keep: int = 2):
@@ -494,25 +512,37 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure of Orbax's read means the same here
                 raise CheckpointError(f"could not restore checkpoint step {step} from {self.directory}: "
                                       f"{_short_reason(e)}") from e
+        from backbones import distributed
+
         damaged = []                       # (step, reason, moved to)
         result = None
         with _quiet_orbax():
             while (latest := self.manager.latest_step()) is not None:
+                error = None
                 try:
                     result = (latest, *self._restore_step(latest, abstract))
-                    break
                 except CheckpointError:
                     raise
                 except Exception as e:  # noqa: BLE001 - a step that cannot be read, whatever the cause
-                    reason = _short_reason(e)
+                    result, error = None, e
+                reasons = distributed.allgather_json(None if error is None else _short_reason(error))
+                if not any(reasons):           # read on every process
+                    break
+                result = None
+                if error is not None:
+                    reason = _short_reason(error)
                     bad = _damage_hint(os.path.join(self.directory, str(latest)))
-                    if isinstance(_root_cause(e), ValueError) and bad:
+                    if isinstance(_root_cause(error), ValueError) and bad:
                         reason = f"{bad} is not valid JSON"
-                    damaged.append((latest, reason, self._move_aside(latest)))
                     if debug_enabled():
                         import traceback
 
-                        traceback.print_exception(e)
+                        traceback.print_exception(error)
+                else:
+                    reason = "it did not read on process " + ", ".join(str(p) for p, r in enumerate(reasons) if r)
+                damaged.append((latest, reason, self._move_aside(latest)))
+        if not _primary():
+            return result
         then = f"resuming from step {result[0]}" if result else "no intact checkpoint is left; starting from step 0"
         if len(damaged) == 1:
             (s, reason, moved), = damaged
@@ -560,17 +590,23 @@ class Checkpointer:
             "(the checkpoints are left as they are)")
 
     def _move_aside(self, step: int) -> str:
-        """Move step `step`'s folder to checkpoints/damaged/step_N (step_N.1, ... if taken); -> the new path."""
+        """Move step `step`'s folder to checkpoints/damaged/step_N (step_N.1, ... if taken); -> the new path.
+        Many processes: process 0 moves it, every process waits for that and re-reads the steps."""
         import shutil
 
-        src = os.path.join(self.directory, str(step))
-        os.makedirs(self.damaged_directory, exist_ok=True)
-        dst = os.path.join(self.damaged_directory, f"step_{step}")
-        n = 0
-        while os.path.exists(dst):
-            n += 1
-            dst = os.path.join(self.damaged_directory, f"step_{step}.{n}")
-        shutil.move(src, dst)
+        from backbones import distributed
+
+        dst = ""
+        if _primary():
+            src = os.path.join(self.directory, str(step))
+            os.makedirs(self.damaged_directory, exist_ok=True)
+            dst = os.path.join(self.damaged_directory, f"step_{step}")
+            n = 0
+            while os.path.exists(dst):
+                n += 1
+                dst = os.path.join(self.damaged_directory, f"step_{step}.{n}")
+            shutil.move(src, dst)
+        distributed.barrier(f"checkpoint step {step} moved aside")
         self.manager.reload()
         return dst
 
@@ -652,13 +688,14 @@ def log_metrics(step: int, metrics: dict, writer: "MetricsWriter", bar, t0: floa
     m["wall_s"] = time.time() - t0
     writer.write(step, m)
     bar.set_postfix({k: format(m[k], f) for k, f in postfix if k in m})
-    if bar.disable:
+    if bar.disable and _primary():
         print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True)
     return m
 
 
 class MetricsWriter:
-    """Append one JSON line per `write(step, metrics)` to workdir/metrics.jsonl."""
+    """Append one JSON line per `write(step, metrics)` to workdir/metrics.jsonl (in a multi-process
+    run, process 0 alone writes; every process may call it)."""
 
     def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
         os.makedirs(workdir, exist_ok=True)
@@ -666,6 +703,8 @@ class MetricsWriter:
 
     def write(self, step: int, metrics: dict) -> None:
         record = {"step": int(step), **to_host_scalars(metrics)}
+        if not _primary():
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -677,19 +716,22 @@ class MetricsWriter:
 
 
 def progress(iterable=None, total=None, desc=None, initial=0, disable=None):
-    """tqdm progress bar, disabled when stderr is not a terminal (unless disable=False)."""
+    """tqdm progress bar, disabled when stderr is not a terminal (unless disable=False), and on every
+    process but 0 of a multi-process run."""
     from tqdm.auto import tqdm
 
     if disable is None:
         disable = not sys.stderr.isatty()
+    disable = disable or not _primary()
     return tqdm(iterable, total=total, desc=desc, initial=initial, disable=disable,
                 dynamic_ncols=True)
 
 
-def parse_train_args(doc: str, argv=None, base=None):
+def parse_train_args(doc: str, argv=None, base=None, add_flags=None):
     """The shared trainer command line: --config FILE --workdir DIR [--set a.b=value ...] [--stop_after N].
 
-    `base`: the trainer's base config function; the --config file may only set its fields (load_config)."""
+    `base`: the trainer's base config function; the --config file may only set its fields (load_config).
+    `add_flags(parser)`: a trainer's own flags (e.g. `backbones.distributed.add_flags`)."""
     import argparse
 
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -699,6 +741,8 @@ def parse_train_args(doc: str, argv=None, base=None):
     p.add_argument("--stop_after", type=int, default=None,
                    help="stop after this many steps of this run, without export (tests: simulated kill)")
     add_debug_flag(p, help="show tracebacks and Orbax's messages (also: environment variable LLMSIGHT_DEBUG=1)")
+    if add_flags is not None:
+        add_flags(p)
     args = p.parse_args(argv)
     with user_errors((FileNotFoundError, AttributeError, SyntaxError)):
         return args, load_config(args.config, args.set, base=base)
