@@ -78,11 +78,12 @@ def run_one(tokens: int, vocab: int, dim: int, shards: int, repeats: int) -> dic
 
 def table(rows: list[dict]) -> str:
     lines = ["| tokens | V x D | shards | search ms | / 1 shard |", "|---:|---|---:|---:|---:|"]
+    one = {(r["vocab"], r["dim"]): r["seconds"] for r in rows if r["shards"] == 1}
     for r in rows:
-        base = next((b["seconds"] for b in rows if b["shards"] == 1 and (b["vocab"], b["dim"]) == (r["vocab"], r["dim"])),
-                    None)
+        base = one.get((r["vocab"], r["dim"]))
         ratio = f"{r['seconds'] / base:.2f}" if base else "-"
-        lines.append(f"| {r['tokens']} | {r['vocab']:,} x {r['dim']} | {r['shards']} | {1e3 * r['seconds']:.1f} | {ratio} |")
+        lines.append(f"| {r['tokens']} | {r['vocab']:,} x {r['dim']} | {r['shards']} | "
+                     f"{1e3 * r['seconds']:.1f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
