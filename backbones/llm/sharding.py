@@ -23,6 +23,7 @@ format (quant.py) keeps a permuted layout with per-group scales and is refused w
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import jax
@@ -136,10 +137,16 @@ def cache_shardings(cfg, batch: int, slots: int, mesh: Mesh) -> tuple[NamedShard
 
 def cache_zeros(cfg, batch: int, slots: int, dtype, mesh: Mesh):
     """An empty KVCache made directly in its sharded layout (no full copy on one device first)."""
+    return _cache_maker(cfg, batch, slots, jnp.dtype(dtype), mesh)()
+
+
+@functools.lru_cache(maxsize=32)
+def _cache_maker(cfg, batch: int, slots: int, dtype, mesh: Mesh):
+    """The compiled zero-cache maker of one (config, shape, dtype, mesh): compiled once, not per call."""
     from backbones.llm.model import KVCache
 
     out = KVCache(*cache_shardings(cfg, batch, slots, mesh))
-    return jax.jit(lambda: KVCache.zeros(cfg, batch, slots, dtype=dtype), out_shardings=out)()
+    return jax.jit(lambda: KVCache.zeros(cfg, batch, slots, dtype=dtype), out_shardings=out)
 
 
 def constrain_cache(cache, cfg, mesh: Mesh):
