@@ -130,6 +130,24 @@ def _loopback(address: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
+def _wait_for_coordinator(address: str, timeout_s: float, who: str) -> None:
+    """Until process 0's coordinator accepts connections at `address`; DistributedError after timeout_s."""
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout_s)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise DistributedError(f"{who} found no coordinator at {address} within {timeout_s} s ({e}): start "
+                                       "process 0 with the same --coordinator, or check the address") from None
+            time.sleep(0.5)
+
+
 def initialize_distributed(coordinator: str | None = None, num_processes=None, process_id=None,
                            timeout_s: int = 300) -> tuple[int, int]:
     """Join a multi-process run (`plan` says whether there is one) -> (process index, process count).
@@ -137,7 +155,10 @@ def initialize_distributed(coordinator: str | None = None, num_processes=None, p
     Calls `jax.distributed.initialize` with the coordinator, the process count and this process's id,
     after choosing gloo for the CPU collectives; a one-process run (the default) calls nothing. Must
     come before any JAX computation. A second call, once joined, only returns the numbers.
-    timeout_s: how long to wait for every process to join (DistributedError after it)."""
+    timeout_s: how long to wait for every process to join. A process other than 0 that finds no
+    coordinator in that time gets a DistributedError; past that point JAX's own runtime ends a
+    process whose peers do not all join, or one that dies later, with its fatal "Terminating process
+    because the JAX distributed service detected fatal errors" (no Python exception to catch)."""
     import jax
 
     if jax.distributed.is_initialized():
@@ -145,10 +166,12 @@ def initialize_distributed(coordinator: str | None = None, num_processes=None, p
     p = plan(coordinator, num_processes, process_id)
     if p is None or p.num_processes == 1:
         return 0, 1
-    if not os.environ.get(COLLECTIVES_ENV):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     where = f"at {p.coordinator}" if p.coordinator else "found by the cluster manager"
     who = f"process {p.process_id} of {p.num_processes}" if p.process_id is not None else "a process"
+    if p.coordinator and p.process_id:         # JAX ends the process (no exception) if it cannot connect
+        _wait_for_coordinator(p.coordinator, timeout_s, who)
+    if not os.environ.get(COLLECTIVES_ENV):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     bind = None      # a coordinator on a loopback address listens there alone (JAX's default: every address)
     if p.coordinator and not os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") and _loopback(p.coordinator):
         bind = p.coordinator
@@ -231,6 +254,9 @@ def process_rows(sharding, global_size: int) -> slice:
     out process-major; `backbones.mesh.make_mesh` lays them out so)."""
     held = sorted({(s[0].indices(global_size)[:2]) for s in sharding.addressable_devices_indices_map(
         (global_size,)).values()})
+    if not held:
+        raise ValueError("none of this process's devices is in the mesh: a multi-process mesh takes every "
+                         "process's devices (e.g. leave train.num_devices unset)")
     start, stop = held[0][0], held[0][1]
     for a, b in held[1:]:
         if a > stop:
