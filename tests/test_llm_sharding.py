@@ -1,7 +1,8 @@
 """The frozen LLM over a (data, model) mesh: the sharding rules on abstract meshes (in process), and
 tiny random Llama and Gemma 3 models on 4 simulated CPU devices (a subprocess, since the device count
 is fixed when jax starts) whose logits, scores and greedy generations equal the unsharded model's.
-The real SmolLM2 checkpoint's scores under a mesh are the slow test at the end."""
+The real SmolLM2 checkpoint's scores and a lazily read HF checkpoint under a mesh are the slow
+tests at the end."""
 import json
 import os
 import subprocess
@@ -190,12 +191,13 @@ TINY_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(script: str, tmp_path, timeout=600) -> dict:
+def _run(script: str, tmp_path, *argv: str, timeout=600) -> dict:
+    """Run a script in a fresh process (its own device count) -> the JSON it prints after RESULT."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("XLA_FLAGS", None)
     path = tmp_path / "script.py"
     path.write_text(script)
-    proc = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(path), *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.split("RESULT", 1)[1])
@@ -270,3 +272,43 @@ def test_smollm2_scores_equal_under_a_mesh(tmp_path):
     assert r["embed"] == ["model"] and r["w_up"] == [None, None, "model"]
     assert r["wq"] == []                  # 9 query heads do not split over 2
     assert r["score"] < 1e-4 and r["batch"] < 1e-4
+
+
+HF_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import numpy as np, torch, transformers
+    from backbones import load_llm
+    from backbones.mesh import make_mesh
+    d = sys.argv[1]
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+                                   max_position_embeddings=256)
+    transformers.LlamaForCausalLM(cfg).eval().save_pretrained(d, safe_serialization=True)
+    load_llm("smollm2-135m", weights="fp32").tokenizer.save(os.path.join(d, "tokenizer.json"))
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "<|im_end|>"}, f)
+    ref, llm = load_llm(d, weights="fp32"), load_llm(d, mesh=make_mesh(data=2, model=2))
+    ids = ref.encode("A tiny random model still has to agree, token by token.")
+    prompts = [ids, ids[:5]]
+    print("RESULT" + json.dumps(dict(
+        head=list(llm.model.head.get_value().sharding.spec),
+        logits=float(np.abs(ref.logits(ids) - llm.logits(ids)).max()),
+        greedy=ref.generate_ids(prompts, 6, stop_at_eos=False) == llm.generate_ids(prompts, 6, stop_at_eos=False))))
+""")
+
+
+@pytest.mark.slow
+def test_lazy_hf_checkpoint_onto_a_mesh(tmp_path):
+    """A safetensors directory (read lazily, slice by slice) loads onto data=2,model=2 as it loads alone."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from backbones.llm.api import named_model_path
+
+    try:
+        named_model_path("smollm2-135m")         # its tokenizer serves the tiny checkpoint
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    r = _run(HF_SCRIPT, tmp_path, str(tmp_path / "ckpt"))
+    assert r["head"] == [None, "model"] and r["logits"] < 1e-5 and r["greedy"]
