@@ -259,7 +259,7 @@ def train(cfg, workdir: str, stop_after: int | None = None, llm=None, quiet: boo
     trainlib.check_resume_config(workdir, cfg, MODEL_FIELDS)   # before any work: refuse another model's workdir
     vocab = build_vocab(cfg, llm)
     arrays = build_arrays(cfg, vocab, workdir)
-    mesh = trainlib.make_mesh(cfg.train.num_devices)
+    mesh = trainlib.make_mesh(cfg.train.num_devices, model=cfg.train.get("model_shards", 1))
     loader, place = batches(arrays, cfg, mesh)
     ts = TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(cfg.seed), words=vocab.words)
     ckpt = trainlib.Checkpointer(workdir, max_to_keep=2)

@@ -68,6 +68,7 @@ def base_config() -> Config:
                    clip_norm=1.0, final_lr_frac=0.1),
         train=dict(steps=1000, log_every=50, ckpt_every=500, ema_decay=0.99,
                    num_devices=None, eval_batches=4,
+                   model_shards=1,       # devices of the mesh's 'model' axis: the codebook's rows split over them
                    init_from=None,       # a tokenizer checkpoint dir whose weights start the model
                    semantic_head_steps=0,  # semantic path: steps fitting the head alone before step 1
                    trainable="all"),     # all | decoder (fixed encoder and tokens; needs init_from)
