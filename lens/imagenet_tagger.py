@@ -24,6 +24,7 @@ class ImageNetTagger:
         self.backbone, self.top_k, self.threshold, self.hypernyms = backbone, int(top_k), float(threshold), int(hypernyms)
         self.labels = backbone.labels
         self._below: dict[str, np.ndarray] = {}   # hypernym synset -> bool (1000,) classes under it
+        self._classes_named = {name: 1 for name in self.labels}   # tag -> how many classes it names
 
     @property
     def name(self) -> str:
@@ -48,8 +49,15 @@ class ImageNetTagger:
                     p = float(row[self._subtree(s)].sum())
                     if name not in tags and p >= self.threshold:
                         hyps[name] = max(p, hyps.get(name, 0.0))
+                        self._classes_named.setdefault(name, int(self._subtree(s).sum()))
             out.append(list(tags.items()) + list(hyps.items()))
         return out
+
+    def classes_named(self, tag: str) -> int | None:
+        """How many of the 1,000 classes a tag it gave names: 1 for a class, the subtree's size for a
+        hypernym ('cat': 13), None for a tag it never gave. A tag's probability over this count is the
+        probability of the answer being that specific (`lens.answer.candidates`)."""
+        return self._classes_named.get(tag)
 
     def __call__(self, images) -> list[list[tuple[str, float]]]:
         """Images (a list of paths / PIL images / uint8 arrays, or a uint8 (B, H, W, 3) batch) -> tags."""

@@ -5,8 +5,13 @@
     lens = Lens.load(vision="efficientnet-lite0")      # real pictures: ImageNet tags, LiT, the real captioner
     lens = Lens.load(vision="efficientnet-lite0", clip=None, captioner="none")   # ImageNet tags alone
     out = lens(images, ["What color is the circle?"])  # images uint8 (B, H, W, 3)
-    out[0] -> {"tags": [...], "attributes": [...], "captions": [...], "prompt": str, "answer": str | None,
+    out[0] -> {"tags": [...], "tag_scores": [...], "attributes": [...], "captions": [...], "prompt": str,
+               "answer": str | None,
                "sources": {"tags": [model per tag], "attributes": model or None, "captions": model or None}}
+
+Answers (`lens.answer`): two fixed solved examples precede the question, and the answer is the
+candidate from the evidence (tags, attributes, caption phrases, yes/no, digits) with the best
+reader log-probability times vision probability; `Lens(..., answer="generate")` writes freely.
 
 Vision modules: the ImageNet tagger (`lens.imagenet_tagger`, the frozen real-photo backbone), a
 contrastive model scoring tag and attribute vocabularies (`load_clip()`: LiT on that backbone,
@@ -25,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from lens.images import prepare_images, rgb_images
+from lens.answer import IN_CONTEXT, candidates, rank_answers
 from lens.prompt import build_prompt, clean_answer, describe
 
 
@@ -36,11 +42,19 @@ def clip_label(clip) -> str:
 
 
 class Lens:
+    ANSWER_MODES = ("rank", "generate")
+
     def __init__(self, llm, captioner=None, tagger=None, attributer=None, *, photo_tagger=None,
                  num_captions: int = 5, beam: int = 4, sample_top_k: int = 10, answer_tokens: int = 8,
-                 chat: bool = False, seed: int = 0):
+                 chat: bool = False, seed: int = 0, answer: str = "rank", in_context: bool = True):
+        """answer: "rank" (the default) picks among the evidence's candidate answers by reader x vision
+        (`lens.answer`); "generate" writes a free greedy answer. in_context: two fixed solved examples
+        precede every question (`lens.answer.IN_CONTEXT`)."""
+        if answer not in self.ANSWER_MODES:
+            raise ValueError(f"answer must be one of {self.ANSWER_MODES}, got {answer!r}")
         self.llm, self.captioner, self.tagger, self.attributer = llm, captioner, tagger, attributer
         self.photo_tagger = photo_tagger
+        self.answer_mode, self.in_context = answer, bool(in_context)
         self.num_captions, self.beam, self.sample_top_k = num_captions, beam, sample_top_k
         self.answer_tokens, self.chat, self.seed = answer_tokens, chat, seed
 
@@ -103,15 +117,18 @@ class Lens:
         originals = rgb_images(images)
         b = len(originals)
         tags, sources = [[] for _ in range(b)], [[] for _ in range(b)]
+        scores = [[] for _ in range(b)]
         if self.photo_tagger is not None:
             for i, row in enumerate(self.photo_tagger(originals)):
                 tags[i] += [t for t, _ in row]
+                scores[i] += [float(p) for _, p in row]
                 sources[i] += [self.photo_tagger.name] * len(row)
         clip_in = prepare_images(originals, getattr(scorer.clip, "image_size", 224)) if scorer else None
         clip_name = clip_label(scorer.clip) if scorer else None
         if self.tagger is not None:
             for i, row in enumerate(self.tagger(clip_in)):
                 tags[i] += [t for t, _ in row]
+                scores[i] += [float(p) for _, p in row]
                 sources[i] += [clip_name] * len(row)
         attrs = [[t for t, _ in row] for row in self.attributer(clip_in)] if self.attributer else [[] for _ in range(b)]
         caps = [[] for _ in range(b)]
@@ -123,12 +140,16 @@ class Lens:
             caps = [list(dict.fromkeys([g] + e))[: max(1, self.num_captions)] for g, e in zip(best, extra)]
         where = {"attributes": clip_name if self.attributer else None,
                  "captions": self.captioner.label if self.captioner else None}
-        return [{"tags": t, "attributes": a, "captions": c, "sources": {"tags": s, **where}}
-                for t, a, c, s in zip(tags, attrs, caps, sources)]
+        return [{"tags": t, "tag_scores": p, "attributes": a, "captions": c, "sources": {"tags": s, **where}}
+                for t, p, a, c, s in zip(tags, scores, attrs, caps, sources)]
 
     # -- reasoning ----------------------------------------------------------------------------
-    def answer(self, prompts: Sequence[str]) -> list[str]:
-        """Greedy, short continuations of LENS prompts by the frozen LLM."""
+    def answer(self, prompts: Sequence[str], outs: Sequence[dict] | None = None) -> list[str]:
+        """Short answers to LENS prompts: ranked among each output's candidates (answer="rank"; needs
+        `outs`, the descriptions the prompts were built from), or greedy continuations ("generate")."""
+        if self.answer_mode == "rank" and outs is not None:
+            named = self.photo_tagger.classes_named if self.photo_tagger is not None else (lambda tag: None)
+            return rank_answers(self.llm, prompts, [candidates(o, named) for o in outs])
         raw = self.llm.generate(list(prompts), max_new_tokens=self.answer_tokens, chat=self.chat, temperature=0.0)
         return [clean_answer(r) for r in raw]
 
@@ -142,9 +163,11 @@ class Lens:
         for i, o in enumerate(outs):
             q = None if questions is None else questions[i]
             o["prompt"] = build_prompt(o["tags"], o["attributes"], o["captions"], q)
+            if q is not None and self.in_context:
+                o["prompt"] = IN_CONTEXT + o["prompt"]
             o["answer"] = None
         if questions is not None:
-            for o, a in zip(outs, self.answer([o["prompt"] for o in outs])):
+            for o, a in zip(outs, self.answer([o["prompt"] for o in outs], outs)):
                 o["answer"] = a
         return outs
 

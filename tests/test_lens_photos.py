@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from backbones.vision import imagenet
+from lens.answer import IN_CONTEXT
 from lens.imagenet_tagger import ImageNetTagger
 from visiondata import photos
 
@@ -61,8 +62,10 @@ def test_describe_names_what_is_in_real_photos(photo_lens):
     assert coffee["tags"][0] == "espresso" and "coffee" in coffee["tags"]
     assert set(cat["sources"]["tags"]) == {"imagenet:efficientnet-lite0"}
     assert cat["sources"]["captions"] is None and cat["attributes"] == cat["captions"] == []
-    assert cat["prompt"].startswith("Tags:\n-" + cat["tags"][0])
+    assert cat["prompt"].startswith(IN_CONTEXT + "Tags:\n-" + cat["tags"][0])
     assert "cat" in cat["answer"] and "espresso" in coffee["answer"]
+    # the answer is one of the candidates the evidence gave, never a preamble
+    assert cat["answer"] in [t.lower() for t in cat["tags"]]
 
 
 def test_all_modules_run_beside_and_say_which_is_which(smollm2):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lens.caption_vocab import CaptionVocab
+from lens.answer import IN_CONTEXT, candidates
 from lens.prompt import build_prompt, clean_answer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,17 +108,26 @@ def test_pipeline_with_stub_tagger(llm, captioner, scenes_test):
     q = [f"What color is the {g['objects'][g['main']]['shape']}?" for g in scenes_test.graphs[:3]]
     outs = lens(scenes_test.images[:3], q)
     for o, c, question in zip(outs, colours, q):
-        assert set(o) == {"tags", "attributes", "captions", "sources", "prompt", "answer"}
+        assert set(o) == {"tags", "tag_scores", "attributes", "captions", "sources", "prompt", "answer"}
         assert o["sources"] == {"tags": ["clip:StubClip"] * len(o["tags"]), "attributes": "clip:StubClip",
                                 "captions": "toy captioner"}
         assert o["tags"][0].split()[0] == c and o["attributes"] == [f"{c}, bright colour"]
         assert 1 <= len(o["captions"]) <= 3
-        assert o["prompt"] == build_prompt(o["tags"], o["attributes"], o["captions"], question)
+        # the fixed solved examples, then this image's LENS prompt
+        assert o["prompt"] == IN_CONTEXT + build_prompt(o["tags"], o["attributes"], o["captions"], question)
         assert o["prompt"].startswith("Tags:\n-") and o["prompt"].endswith("\nShort Answer:")
-        assert isinstance(o["answer"], str) and o["answer"]
-    # the answer is the LLM's greedy short continuation of exactly that prompt (accuracy: eval.vqa)
-    raw = llm.generate(outs[0]["prompt"], max_new_tokens=lens.answer_tokens, chat=False, temperature=0.0)
-    assert outs[0]["answer"] == clean_answer(raw)
+        assert len(o["tag_scores"]) == len(o["tags"])
+        # answer="rank": the candidate of the evidence that the reader scores best (no ImageNet tags:
+        # every prior is equal, so the reader alone decides)
+        cands = [text for text, _ in candidates(o)]
+        assert o["answer"] in [t.lower() for t in cands]
+        reader = llm.score(o["prompt"], [" " + t for t in cands])
+        assert o["answer"] == cands[int(np.argmax(reader))].lower()
+    # answer="generate": the LLM's greedy short continuation of exactly that prompt
+    gen = Lens(llm, captioner, tagger, attributer, num_captions=3, answer="generate")
+    out = gen(scenes_test.images[:1], q[:1])[0]
+    raw = llm.generate(out["prompt"], max_new_tokens=gen.answer_tokens, chat=False, temperature=0.0)
+    assert out["answer"] == clean_answer(raw)
     desc = lens(scenes_test.images[:1], None)[0]
     assert desc["answer"] is None and "Question:" not in desc["prompt"]
     assert Lens.text(desc).startswith("Tags: ")
