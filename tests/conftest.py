@@ -13,6 +13,10 @@
 - `@pytest.mark.emoji`: the same for the emoji cache (`python -m visiondata.emoji_setup`).
 - `@pytest.mark.tuxpaint`: the same for the Tux Paint stamps (Debian's tuxpaint-stamps-default,
   or TUXPAINT_STAMPS_DIR).
+- `@pytest.mark.slow`: skipped unless LLMSIGHT_SLOW_TESTS=1, so that `make test` stays within its
+  15 minutes on 2 cores. A slow test repeats, at a larger size, what a faster one in the suite
+  already checks (each says which), or runs a whole notebook; run them all with
+  `LLMSIGHT_SLOW_TESTS=1 make test`.
 """
 import functools
 import os
@@ -89,6 +93,8 @@ def pytest_runtest_protocol(item, nextitem):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") is not None and os.environ.get("LLMSIGHT_SLOW_TESTS", "") in ("", "0"):
+        pytest.skip("slow: set LLMSIGHT_SLOW_TESTS=1 to run it")
     for marker, missing_fn in _DATA_MARKERS.items():
         if item.get_closest_marker(marker) is None or (missing := missing_fn()) is None:
             continue

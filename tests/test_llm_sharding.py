@@ -299,7 +299,6 @@ HF_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def test_lazy_hf_checkpoint_onto_a_mesh(tmp_path):
     """A safetensors directory (read lazily, slice by slice) loads onto data=2,model=2 as it loads alone."""
     pytest.importorskip("torch")

@@ -45,6 +45,7 @@ SHARD_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.fashion_mnist
+@pytest.mark.slow   # one step on data=2 x model=2 against one device: tests/test_spae_vocab_shard.py; 1 x 4 against 2 x 2: tests/test_multihost.py
 def test_sharded_step_equals_single_device(tmp_path):
     """One jit over a 4-device 'data' mesh gives the single-device losses (1e-5)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

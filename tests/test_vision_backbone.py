@@ -126,7 +126,6 @@ def test_same_padding_conv_matches_reference(n, kernel, stride, depthwise):
     assert same_padding(n, kernel, stride)[1] >= same_padding(n, kernel, stride)[0]
 
 
-@pytest.mark.slow
 def test_logits_match_reference_on_real_photos(pair):
     ours, ref = pair
     x = np.stack([ours.preprocess(photo_path(p)) for p in PHOTOS])
