@@ -71,6 +71,7 @@ def _metrics(workdir) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "wall_s"} for line in open(f"{workdir}/metrics.jsonl")]
 
 
+@pytest.mark.slow   # the trainers' shared exact resume: test_clip_lit, test_spae_train, test_lens_train
 @pytest.mark.fashion_mnist
 def test_train_resume_export(tmp_path, capsys, loss="siglip"):
     """Four steps straight, and two steps, a stop (checkpoint at step 2), then a resume for the last two:

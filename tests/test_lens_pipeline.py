@@ -124,10 +124,11 @@ def test_pipeline_with_stub_tagger(llm, captioner, scenes_test):
         reader = llm.score(o["prompt"], [" " + t for t in cands])
         assert o["answer"] == cands[int(np.argmax(reader))].lower()
     # answer="generate": the LLM's greedy short continuation of exactly that prompt
-    gen = Lens(llm, captioner, tagger, attributer, num_captions=3, answer="generate")
-    out = gen(scenes_test.images[:1], q[:1])[0]
-    raw = llm.generate(out["prompt"], max_new_tokens=gen.answer_tokens, chat=False, temperature=0.0)
-    assert out["answer"] == clean_answer(raw)
+    lens.answer_mode = "generate"
+    answer = lens.answer([outs[0]["prompt"]], outs[:1])[0]
+    raw = llm.generate(outs[0]["prompt"], max_new_tokens=lens.answer_tokens, chat=False, temperature=0.0)
+    assert answer == clean_answer(raw)
+    lens.answer_mode = "rank"
     desc = lens(scenes_test.images[:1], None)[0]
     assert desc["answer"] is None and "Question:" not in desc["prompt"]
     assert Lens.text(desc).startswith("Tags: ")

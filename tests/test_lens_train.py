@@ -87,6 +87,7 @@ def test_changed_vocabulary_is_refused(straight, tmp_path):
         train(tiny_cfg(), wd, tokenizer=tok, quiet=True)
 
 
+@pytest.mark.slow   # multi-device equality of the shared step: test_multihost, test_spae_vocab_shard
 def test_four_device_sharded_run_matches(straight, tmp_path):
     wd, _ = straight
     code = textwrap.dedent(f"""

@@ -299,6 +299,7 @@ HF_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # lazy blocks onto a mesh: test_parameters_are_really_sharded; lazy HF reads: test_llm_hf_checkpoints
 def test_lazy_hf_checkpoint_onto_a_mesh(tmp_path):
     """A safetensors directory (read lazily, slice by slice) loads onto data=2,model=2 as it loads alone."""
     pytest.importorskip("torch")

@@ -72,6 +72,7 @@ def real_cfg():
     return resolve_config(cfg)
 
 
+@pytest.mark.slow   # the frozen table: test_codebook_bit_identical_after_steps; the encoder trains: test_spae_train
 @pytest.mark.fashion_mnist
 def test_gradients_reach_encoder_and_not_codebook(vocab, real_cfg):
     ts = TrainState(real_cfg, vocab.embeddings, rngs=nnx.Rngs(0))

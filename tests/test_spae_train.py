@@ -165,6 +165,7 @@ def test_usage_entropy_term_in_the_step(tmp_path):
     np.testing.assert_allclose(m["entropy"], 0.3 * want, rtol=1e-4)
 
 
+@pytest.mark.slow   # the usage-entropy term itself: test_usage_entropy_term_in_the_step
 @pytest.mark.fashion_mnist
 def test_usage_entropy_on_a_subset_of_positions(tmp_path):
     """loss.entropy_positions: each layer's targets are subsampled by spae.losses.subsample_positions
