@@ -9,13 +9,12 @@ pick the wrong word from the evidence. Two things fix that here:
 - `IN_CONTEXT`: two fixed solved examples before every prompt, each answering in a few words
   taken from its evidence, so the reader sees the format it must continue;
 - `rank_answers`: the answer is chosen among candidates taken from the evidence (`candidates`:
-  the tags, attributes, the captions' noun phrases, and yes / no / the digits) by the product of
-  two experts, the reader's log-probability of the candidate after the prompt, and the vision
-  module's own probability of that answer (an ImageNet class keeps the classifier's probability,
-  a hypernym its subtree's divided by the classes it covers; everything else gets the weakest
-  class's, so it wins only where the reader prefers it, as for a colour or a yes/no question).
-  The reader cannot write a preamble, nor prefer a generic word ("bird") to the class the
-  classifier saw ("hen").
+  the tags, attributes, the captions' noun phrases, and yes / no / the digits). The reader says
+  what kind of answer the question wants (a name, an attribute, yes/no, a number: the kind of the
+  candidate it finds likeliest after the prompt); the vision module says which one (an ImageNet
+  class by the classifier's probability, a hypernym by its subtree's divided by the classes it
+  covers). The reader cannot write a preamble, and its taste for frequent words ("dog" at -3.2
+  nats against "briard" at -7.9 after the same prompt) cannot override what the classifier saw.
 
 `Lens(answer="generate")` keeps free greedy generation (with the in-context examples).
 """
@@ -36,6 +35,7 @@ _EXAMPLES = [
 ]
 IN_CONTEXT = "".join(build_prompt(t, a, c, q) + f" {ans}\n\n" for t, a, c, q, ans in _EXAMPLES)
 CLOSED_ANSWERS = ("yes", "no") + tuple(str(i) for i in range(10))
+KINDS = ("tag", "attribute", "caption", "yes/no", "number")
 _ARTICLE = re.compile(r"^(a|an|the|some|two|three|several)\s+", re.I)
 
 
@@ -47,8 +47,9 @@ def noun_phrase(caption: str) -> str:
     return _ARTICLE.sub("", text).strip()
 
 
-def candidates(out: dict, classes_named: Callable[[str], int | None] = lambda tag: None) -> list[tuple[str, float]]:
-    """(answer, vision log-prior) for one LENS output (a dict with tags, tag_scores, attributes, captions).
+def candidates(out: dict, classes_named: Callable[[str], int | None] = lambda tag: None) -> list[tuple[str, float, str]]:
+    """(answer, vision log-prior, kind) for one LENS output (a dict with tags, tag_scores, attributes,
+    captions); kind is one of KINDS.
 
     `classes_named(tag)` (`ImageNetTagger.classes_named`) says how many ImageNet classes a tag names: a
     class keeps log(its probability), a hypernym log(its subtree's probability / the subtree's classes),
@@ -59,24 +60,28 @@ def candidates(out: dict, classes_named: Callable[[str], int | None] = lambda ta
     named = {t: (s, classes_named(t)) for t, s in zip(out["tags"], scores)}
     priors = {t: math.log(s / n) for t, (s, n) in named.items() if n and s is not None and s > 0}
     floor = min((math.log(s) for t, (s, n) in named.items() if n == 1 and s), default=0.0)
-    seen: dict[str, float] = {}
-    for text, prior in ([(t, priors.get(t, floor)) for t in out["tags"]]
-                        + [(a, floor) for a in out.get("attributes", [])]
-                        + [(noun_phrase(c), floor) for c in out.get("captions", [])]
-                        + [(c, floor) for c in CLOSED_ANSWERS]):
+    seen: dict[str, tuple[str, float, str]] = {}
+    for text, prior, kind in ([(t, priors.get(t, floor), "tag") for t in out["tags"]]
+                              + [(a, floor, "attribute") for a in out.get("attributes", [])]
+                              + [(noun_phrase(c), floor, "caption") for c in out.get("captions", [])]
+                              + [(c, floor, "yes/no" if c in ("yes", "no") else "number") for c in CLOSED_ANSWERS]):
         text = text.strip()
         if text and text.lower() not in seen:
-            seen[text.lower()] = prior
-    return list(seen.items())
+            seen[text.lower()] = (text.lower(), prior, kind)
+    return list(seen.values())
 
 
-def rank_answers(llm, prompts: Sequence[str], candidate_lists: Sequence[Sequence[tuple[str, float]]]) -> list[str]:
-    """For each prompt, the candidate with the highest log p_reader(" " + answer | prompt) + vision log-prior."""
+def rank_answers(llm, prompts: Sequence[str], candidate_lists: Sequence[Sequence[tuple[str, float, str]]]) -> list[str]:
+    """For each prompt: the reader picks the kind of answer the question asks for (the kind of its
+    likeliest candidate, log p_reader(" " + answer | prompt)); within that kind the vision log-prior
+    picks the answer, and the reader breaks ties (attributes, caption phrases and closed answers
+    share one prior, so there the reader alone decides)."""
     out = []
     for prompt, cands in zip(prompts, candidate_lists):
         if not cands:
             raise ValueError("no candidate answers: the image's description is empty")
-        reader = llm.score(prompt, [" " + text for text, _ in cands])
-        best = max(range(len(cands)), key=lambda i: reader[i] + cands[i][1])
-        out.append(cands[best][0].lower())
+        reader = llm.score(prompt, [" " + text for text, _, _ in cands])
+        kind = cands[max(range(len(cands)), key=lambda i: reader[i])][2]
+        best = max((i for i in range(len(cands)) if cands[i][2] == kind), key=lambda i: (cands[i][1], reader[i]))
+        out.append(cands[best][0])
     return out

@@ -17,19 +17,20 @@ def test_priors_class_hypernym_and_floor():
     out = {"tags": ["hen", "cock", "bird", "vertebrate"], "tag_scores": [0.5, 0.2, 0.9, 0.95],
            "attributes": ["brown"], "captions": ["A hen in a yard."]}
     counts = {"hen": 1, "cock": 1, "bird": 59, "vertebrate": 400}
-    got = dict(candidates(out, counts.get))
-    assert got["hen"] == pytest.approx(math.log(0.5))
-    assert got["bird"] == pytest.approx(math.log(0.9 / 59))           # subtree mass over the classes it names
-    assert got["vertebrate"] == pytest.approx(math.log(0.95 / 400))
+    got = {t: (p, k) for t, p, k in candidates(out, counts.get)}
+    assert got["hen"] == (pytest.approx(math.log(0.5)), "tag")
+    assert got["bird"][0] == pytest.approx(math.log(0.9 / 59))        # subtree mass over the classes it names
+    assert got["vertebrate"][0] == pytest.approx(math.log(0.95 / 400))
     floor = math.log(0.2)                                             # the weakest class
-    assert got["brown"] == pytest.approx(floor) and got["yes"] == pytest.approx(floor)
-    assert "hen" in got and set(CLOSED_ANSWERS) <= set(got)
+    assert got["brown"] == (pytest.approx(floor), "attribute") and got["yes"] == (pytest.approx(floor), "yes/no")
+    assert got["3"][1] == "number" and set(CLOSED_ANSWERS) <= set(got)
+    assert "hen" in got and "caption" not in {k for t, (p, k) in got.items() if t == "hen"}
     # without ImageNet tags every candidate stands on the same footing
-    assert set(dict(candidates(out)).values()) == {0.0}
+    assert {p for _, p, _ in candidates(out)} == {0.0}
 
 
 class ScriptedReader:
-    """A reader whose log-probability of each candidate is given: rank_answers must add the prior."""
+    """A reader whose log-probability of each candidate is given."""
 
     def __init__(self, logp):
         self.logp = logp
@@ -38,12 +39,18 @@ class ScriptedReader:
         return [self.logp.get(c.strip(), -20.0) for c in conts]
 
 
-def test_rank_adds_reader_and_vision():
-    cands = [("hen", math.log(0.5)), ("bird", math.log(0.9 / 59)), ("red", math.log(0.2))]
-    # the reader prefers "bird" by 2 nats; the prior prefers "hen" by log(0.5 * 59 / 0.9) = 3.49 nats
-    assert rank_answers(ScriptedReader({"hen": -3.0, "bird": -1.0, "red": -9.0}), ["p"], [cands]) == ["hen"]
-    # a question the reader answers with a colour: 7 nats of reader beat 0.92 of prior
-    assert rank_answers(ScriptedReader({"hen": -8.0, "bird": -9.0, "red": -1.0}), ["p"], [cands]) == ["red"]
+CANDS = [("briard", math.log(0.087), "tag"), ("dog", math.log(0.52 / 118), "tag"),
+         ("brown", math.log(0.087), "attribute"), ("furry", math.log(0.087), "attribute"),
+         ("yes", math.log(0.087), "yes/no")]
+
+
+def test_reader_picks_the_kind_vision_picks_the_name():
+    # the reader likes "dog" best (a frequent word): the kind is a name, and the classifier's class wins
+    assert rank_answers(ScriptedReader({"briard": -7.9, "dog": -3.2, "brown": -6.0}), ["p"], [CANDS]) == ["briard"]
+    # a colour question: the reader's best is an attribute, and among attributes (one prior) the reader decides
+    assert rank_answers(ScriptedReader({"briard": -7.0, "dog": -6.0, "brown": -1.0, "furry": -4.0}),
+                        ["p"], [CANDS]) == ["brown"]
+    assert rank_answers(ScriptedReader({"dog": -6.0, "yes": -0.5}), ["p"], [CANDS]) == ["yes"]
     with pytest.raises(ValueError, match="no candidate"):
         rank_answers(ScriptedReader({}), ["p"], [[]])
 

@@ -142,6 +142,7 @@ def test_sphere_codebooks_search_by_cosine_and_spread_the_nearest_words(vocab):
         normalize_codebook(vocab.embeddings, "cosine")
 
 
+@pytest.mark.slow   # the frozen table: test_codebook_bit_identical_after_steps
 def test_code_projection_starts_as_scaled_pca_and_trains_while_the_table_stays_frozen():
     """code_dim > 0: the search table is a learned map of the frozen rows, initialised to their
     top principal coordinates (checked against NumPy's SVD, up to each axis's sign) with the

@@ -169,6 +169,7 @@ def test_teacher_hit_rate_of_a_scenes_export(tok, tmp_path):
     assert teacher_hit_rate(str(path), data, words) == {"top1": pytest.approx(20 / 30), "topk": 1.0, "k": 2}
 
 
+@pytest.mark.slow   # a decoder grown for a finer layer: a research path, not the shipped tokenizers
 @pytest.mark.fashion_mnist
 def test_grown_decoder_starts_as_the_trained_decoder_it_grew_from(shipped, images, tmp_path):
     """model.decoder_growth above the checkpoint's: train.init_from loads every trained weight, the

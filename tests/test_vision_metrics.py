@@ -71,6 +71,7 @@ def test_perceptual_distance_is_zero_symmetric_and_monotone(backbone, photos64):
     assert np.all(np.diff(by_noise, axis=0) > 0), by_noise
 
 
+@pytest.mark.slow   # the properties of the distance: test_perceptual_distance_is_zero_symmetric_and_monotone
 def test_perceptual_distance_ranks_like_pixels_where_pixels_agree_and_has_gradients(backbone, photos64):
     """A photo is nearer its own slight blur than another photo; the loss has finite gradients."""
     model = backbone.model
