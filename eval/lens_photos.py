@@ -40,7 +40,7 @@ QUESTION = "What is in this picture?"
 QUESTIONS = (QUESTION, "What animal/object is this?")   # the second by the photo's kind
 
 
-def ask(question: str, known: str, path: str) -> str:
+def ask(question: str, path: str) -> str:
     """The question as asked of one photo: "animal/object" becomes "animal" for the animal stamps."""
     if "animal/object" not in question:
         return question
@@ -119,11 +119,11 @@ def evaluate(lens, items: list[tuple[str, str, str]], question: str = QUESTION, 
     rows = []
     for a in tqdm(range(0, len(items), batch), desc="photos", unit="batch"):
         chunk = items[a:a + batch]
-        outs = lens([p for _, p, _ in chunk], [ask(question, k, p) for _, p, k in chunk])
+        outs = lens([p for _, p, _ in chunk], [ask(question, p) for _, p, _ in chunk])
         for (name, path, known), o in zip(chunk, outs):
             truth = nouns(known)
             top5 = o["tags"][:5]
-            rows.append({"name": name, "known": known, "question": ask(question, known, path), "tags": top5,
+            rows.append({"name": name, "known": known, "question": ask(question, path), "tags": top5,
                          "answer": o["answer"], "tag_hit": any(head(t) in truth for t in top5),
                          "answer_hit": bool(nouns(o["answer"] or "") & truth)})
     return rows
