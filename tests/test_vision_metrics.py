@@ -103,3 +103,27 @@ def test_bench_flops_are_the_jaxpr_count_plus_the_depthwise_taps():
         h = -(-h // b.stride)
         taps += 2 * b.kernel ** 2 * b.hidden * h * h
     assert model_flops(cfg, S) == counted + taps
+
+
+class _PixelStages:
+    """A stand-in trunk whose every stage is the model input itself, scaled by a per-stage factor:
+    the documented formula can then be worked out by hand."""
+
+    def features(self, u):   # (B, H, W, 3) model-scale input -> {stage: (B, H, W, 3)}
+        from backbones.vision.perceptual import DEFAULT_STAGES
+
+        return {name: u * (k + 1) for k, name in enumerate(DEFAULT_STAGES)}
+
+
+def test_perceptual_distance_is_its_documented_formula_on_a_closed_case():
+    """Per position: unit-length feature vectors, squared difference summed over channels; then the mean over
+    positions and over stages. x's pixels map to the model input u = (1, 1, 0) and y's to v = (1, 0, 0)
+    ((255 p - 127) / 128); unit length gives |u/|u| - v|^2 = (1 - 1/sqrt2)^2 + 1/2 = 2 - sqrt2 at every
+    position and every stage, whatever the stage's scale. On the half of the picture where x = y it is 0."""
+    hi, mid = 1.0, 127.0 / 255.0
+    x = jnp.tile(jnp.array([hi, hi, mid]), (1, 4, 4, 1))
+    y = jnp.tile(jnp.array([hi, mid, mid]), (1, 4, 4, 1))
+    half = x.at[:, :, 2:].set(y[:, :, 2:])                   # equal to y on the right half
+    d = perceptual_distance(_PixelStages(), jnp.concatenate([x, half]), jnp.concatenate([y, y]))
+    np.testing.assert_allclose(d, [2 - np.sqrt(2), (2 - np.sqrt(2)) / 2], rtol=1e-5)
+    # (Without the unit scaling the same inputs would give (k+1)^2 per stage: (1 + 4 + 9 + 16 + 25) / 5 = 11.)
