@@ -30,7 +30,8 @@ class ModelConfig:
     image_size: int = 32                 # H = W of the model's input
     channels: int = 1                    # 1 (grey) or 3 (RGB)
     ch: int = 32                         # base width
-    ch_mult: tuple = (1, 2, 2)           # one entry per resolution; f = 2 ** (len - 1)
+    ch_mult: tuple = (1, 2, 2)           # one entry per resolution; f = patch * 2 ** (len - 1)
+    patch: int = 1                       # p x p pixels folded into channels before the first conv (p = 1: none)
     num_res_blocks: int = 1
     strides: tuple = (8, 4, 2, 1)        # pyramid layer strides on the latent grid
     chunk_size: int = DEFAULT_CHUNK      # vocabulary chunk of the nearest-neighbour search
@@ -51,7 +52,7 @@ class ModelConfig:
 
     @property
     def factor(self) -> int:
-        return 2 ** (len(self.ch_mult) - 1)
+        return self.patch * 2 ** (len(self.ch_mult) - 1)
 
     @property
     def grid(self) -> int:
@@ -64,6 +65,23 @@ class ModelConfig:
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+def space_to_depth(x, p: int):  # (B, H, W, C) -> (B, H/p, W/p, p*p*C), each p x p block's pixels as channels
+    if p == 1:
+        return x
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x, p: int):  # (B, h, w, p*p*C) -> (B, h*p, w*p, C): space_to_depth's inverse
+    if p == 1:
+        return x
+    b, h, w, pc = x.shape
+    c = pc // (p * p)
+    x = x.reshape(b, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * p, w * p, c)
 
 
 def _groups(n: int) -> int:
@@ -130,7 +148,9 @@ class Encoder(nnx.Module):
     def __init__(self, cfg: ModelConfig, d: int, *, rngs: nnx.Rngs, codebook=None):
         dtype = jnp.dtype(cfg.dtype)
         widths = [cfg.ch * m for m in cfg.ch_mult]
-        self.conv_in = nnx.Conv(cfg.channels, widths[0], (3, 3), padding="SAME", dtype=dtype, rngs=rngs)
+        self.patch = cfg.patch
+        self.conv_in = nnx.Conv(cfg.channels * cfg.patch ** 2, widths[0], (3, 3), padding="SAME", dtype=dtype,
+                                rngs=rngs)
         blocks, cin = [], widths[0]
         for i, w in enumerate(widths):
             for _ in range(cfg.num_res_blocks):
@@ -145,7 +165,7 @@ class Encoder(nnx.Module):
         self.code_proj = nnx.data(None if codebook is None else CodeProjection(codebook, d, rngs=rngs))
 
     def __call__(self, x):
-        h = self.conv_in(x)
+        h = self.conv_in(space_to_depth(x, self.patch))
         for block in self.blocks:
             h = block(h)
         return self.proj(nnx.swish(self.norm_out(h)).astype(jnp.float32))
@@ -179,7 +199,8 @@ class Decoder(nnx.Module):
         self.grown = nnx.List([nnx.List([ResBlock(w, w, dtype=dtype, rngs=rngs, identity=True)
                                          for _ in range(cfg.decoder_growth)]) for w in widths])
         self.norm_out = nnx.GroupNorm(cin, num_groups=_groups(cin), rngs=rngs)
-        self.conv_out = nnx.Conv(cin, cfg.channels, (3, 3), padding="SAME", rngs=rngs)
+        self.patch = cfg.patch
+        self.conv_out = nnx.Conv(cin, cfg.channels * cfg.patch ** 2, (3, 3), padding="SAME", rngs=rngs)
 
     def __call__(self, z):
         h = self.conv_in(z.astype(self.dtype))
@@ -193,7 +214,7 @@ class Decoder(nnx.Module):
             h = block(h)
         for extra in self.grown[resolution]:
             h = extra(h)
-        return self.conv_out(nnx.swish(self.norm_out(h)).astype(jnp.float32))
+        return depth_to_space(self.conv_out(nnx.swish(self.norm_out(h)).astype(jnp.float32)), self.patch)
 
 
 class SPAE(nnx.Module):
@@ -203,6 +224,8 @@ class SPAE(nnx.Module):
         codebook = jnp.asarray(codebook, jnp.float32)      # concrete, or abstract under eval_shape
         if codebook.ndim != 2:
             raise ValueError(f"codebook must be (V, d); got {codebook.shape}")
+        if cfg.patch < 1:
+            raise ValueError(f"model.patch must be at least 1; got {cfg.patch}")
         if cfg.image_size % cfg.factor:
             raise ValueError(f"image_size {cfg.image_size} is not a multiple of the downsampling {cfg.factor}")
         shapes = layer_shapes(cfg.grid, cfg.grid, cfg.strides)  # validates the strides

@@ -136,6 +136,9 @@ def save_checkpoint(directory: str, model: SPAE, vocab: Vocabulary, cfg) -> None
     }
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(meta, f, indent=1, default=list)
+    if hasattr(cfg, "to_dict"):          # the whole training config: what reproduces this checkpoint
+        with open(os.path.join(directory, "train_config.json"), "w") as f:
+            json.dump(cfg.to_dict(), f, indent=1, default=list)
     vocab.save(os.path.join(directory, "vocab.json"))
     if cfg.vocab.source == "random":
         np.save(os.path.join(directory, "codebook.npy"), vocab.embeddings)

@@ -165,7 +165,7 @@ def semantic_path_arrays(cfg, vocab, workdir) -> dict:
     small, large = backbone.embed(semantic._as_rgb(images)), backbone.embed(semantic._as_rgb(source))
     probs = backbone.probabilities_from_embedding(large)
     ids, prob = semantic.imagenet_topk_from_probabilities(probs, vocab.words, 16, L.get("semantic_specificity", True))
-    grid = cfg.data.image_size // 2 ** (len(m.ch_mult) - 1)
+    grid = cfg.data.image_size // (int(m.get("patch", 1)) * 2 ** (len(m.ch_mult) - 1))
     positions = sum((grid // int(s)) ** 2 for s in m.strides[:m.semantic_layers])
     arrays = {"image": images, "sem_feat": np.stack([small, large], 1).astype(np.float32),
               "sem_rows": rank_targets(ids, prob, positions)}

@@ -28,6 +28,7 @@ def base_config() -> Config:
             random_size=512, random_dim=32,
         ),
         model=dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, strides=(8, 4, 2, 1, 1),
+                   patch=1,                    # p x p pixels folded into channels first (the latent grid: S / (p 2^(len(ch_mult)-1)))
                    chunk_size=8192, dtype="float32", codebook_norm="none",
                    code_dim=0,                 # > 0: SAQ in a learned projection of the frozen table
                    straight_through="identity",    # identity | rotation (spae.quantizer)
