@@ -21,8 +21,8 @@ def get_config():
     c = words_config()
     c.model.update(patch=4, ch=128, ch_mult=(1,), num_res_blocks=3, strides=(16, 8, 4, 1), code_dim=32)
     c.loss.update(decode_layers=(4,), random_prefix=True, prefix_weight=0.25, quantize_ramp=200,
-                  l2=1.0, l1=0.5, perceptual=0.2, perceptual_net="effnet", commit=50.0, entropy=1.0,
+                  l2=1.0, l1=0.5, perceptual=0.2, perceptual_net="effnet", commit=50.0, commit_layers="last", entropy=1.0,
                   entropy_positions=64)
     c.optim.update(lr=1e-3, warmup=100)
-    c.train.update(steps=6000, init_from=None, log_every=25, ckpt_every=100, ema_decay=0.999)
+    c.train.update(steps=4500, init_from=None, log_every=25, ckpt_every=100, ema_decay=0.999)
     return c
