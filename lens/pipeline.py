@@ -63,7 +63,8 @@ class Lens:
              top_k_tags: int = 5, top_k_attributes: int = 3, tag_threshold: float = 0.02,
              attribute_threshold: float = 0.02, **kwargs) -> "Lens":
         """Everything offline by default. `llm`/`clip` take names, paths or loaded models; `captioner` a
-        directory written by `train.captioner`, a shipped name ("scenes", "real") or a `Captioner` ("none":
+        directory written by `train.captioner` or a Hugging Face BLIP one, a shipped name ("scenes", "real") or a
+        loaded `Captioner` or `lens.blip.BlipCaptioner` ("none":
         no captions; default: "real" with `vision`, else "scenes"); clip=None skips tags and attributes.
         `vision` (a name such as "efficientnet-lite0", a .pth path or a loaded backbone) adds the ImageNet
         tagger for real photos."""
@@ -81,7 +82,7 @@ class Lens:
             vision = load_vision(vision)
         if captioner == "none":
             captioner = None
-        elif not isinstance(captioner, Captioner):
+        elif captioner is None or isinstance(captioner, (str, os.PathLike)):  # else a loaded captioner
             name = captioner or ("real" if vision is not None else "scenes")
             captioner = Captioner.load(name, decode=llm.decode, vision=vision)  # shares the tagger's backbone
         tagger = attributer = None
