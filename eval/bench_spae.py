@@ -114,19 +114,21 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: flo
     from flax import nnx
 
     from eval.flops import jaxpr_flops
-    from spae.training import StepFn, TrainState, resolve_config
+    from spae.training import StepFn, TrainState, model_config, resolve_config
     from train import trainlib
     from train.spae import build_vocab
 
     cfg = trainlib.load_config(config, list(overrides))
-    if cfg.vocab.source == "llm":      # a random table of the real filtered size: cost is the same
+    semantic_path = cfg.model.get("semantic_backbone", "none") != "none"
+    if cfg.vocab.source == "llm" and not semantic_path:   # a random table of the real filtered size: same cost
         size, dim = table_shape(cfg)
         cfg.vocab.update(source="random", random_size=size, random_dim=dim)
-    cfg.loss.relevance = "random"
+    if not semantic_path:       # a semantic path's head names the real vocabulary's words: that one is loaded
+        cfg.loss.relevance = "random"
     cfg = resolve_config(cfg)
     vocab = build_vocab(cfg)
     mesh = trainlib.make_mesh(cfg.train.num_devices)
-    fn = StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0)), cfg, mesh)
+    fn = StepFn(TrainState(cfg, vocab.embeddings, rngs=nnx.Rngs(0), words=vocab.words), cfg, mesh)
     b, s, c = cfg.data.batch_size, cfg.data.image_size, cfg.data.channels
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (b, s, s, c), dtype=np.uint8)}
@@ -134,6 +136,11 @@ def step_mfu(config: str, peak: float, overrides=(), steps: int = 3, step_s: flo
         from spae.semantic import random_topk
 
         batch["sem_ids"], batch["sem_prob"] = random_topk(b, vocab.size, cfg.loss.semantic_k)
+    if semantic_path:           # the backbone's head input of both views and a teacher word per top position
+        grid = model_config(cfg).grid
+        positions = sum((grid // int(st)) ** 2 for st in cfg.model.strides[:cfg.model.semantic_layers])
+        batch["sem_feat"] = rng.normal(size=(b, 2, cfg.model.semantic_features)).astype(np.float32)
+        batch["sem_rows"] = rng.integers(0, vocab.size, (b, positions)).astype(np.int32)
     batch = trainlib.shard_batch(batch, mesh)
     flops = jaxpr_flops(fn.make_jaxpr(batch).jaxpr, platform or jax.devices()[0].platform)
     row = {"config": os.path.basename(config), "overrides": list(overrides), "batch": b, "image": s,

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 CODECS = {  # name -> (Pillow format, lowest quality, highest quality, extra save arguments)
-    "JPEG": ("JPEG", 1, 95, {"optimize": True}),
+    "JPEG": ("JPEG", 1, 95, {"optimize": True, "subsampling": 2}),   # optimised Huffman tables, 4:2:0
     "WebP": ("WEBP", 0, 100, {"method": 6}),
 }
 

@@ -166,7 +166,11 @@ def to_markdown(res: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(tok, out: str, num_pictures: int = 6) -> str:
+# The held-out scikit photos of the picture and of the printed pyramids: people, an animal, objects, a scene.
+PICTURE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_right", "flower")
+
+
+def evaluate(tok, out: str, num_pictures: int = len(PICTURE_PHOTOS)) -> str:
     """Everything above on the held-out sets of `visiondata.photo_mix`; writes OUT.md, OUT.json and
     OUT_depths.png; returns the markdown."""
     from backbones import load_vision
@@ -185,10 +189,10 @@ def evaluate(tok, out: str, num_pictures: int = 6) -> str:
         res["semantic"]["emoji (Noto test concepts)"] = emoji_hits(tok)
     except OSError as e:     # the emoji cache is made by setup; say so rather than fail the table
         print(f"skipping emoji hit rate: {str(e).splitlines()[0]}")
-    pics = sets["photos"][:num_pictures]
+    names = list(PICTURE_PHOTOS[:num_pictures])
+    pics = sets["photos"][[_photo_names().index(n) for n in names]]
     pyr = tok.encode(pics)
-    res["pyramids"] = {name: [" ".join(layer) for layer in layers[:3]]
-                       for name, layers in zip(_photo_names()[:num_pictures], tok.to_text(pyr))}
+    res["pyramids"] = {name: [" ".join(layer) for layer in layers[:3]] for name, layers in zip(names, tok.to_text(pyr))}
     md = to_markdown(res, f"SPAE on held-out real images ({', '.join(f'{k} {v}' for k, v in res['sets'].items())})")
     md += "\n| set | images | top-layer word names a top-5 class or hypernym | any word of layers 1-2 | " \
           "one constant word | distinct top words |\n|---|---|---|---|---|---|\n"
@@ -196,7 +200,7 @@ def evaluate(tok, out: str, num_pictures: int = 6) -> str:
         const = f"{100 * h['constant_word_hit']:.1f}% ({h['constant_word']})" if "constant_word" in h else "-"
         md += (f"| {k} | {h['images']} | {100 * h['top_layer']:.1f}% | {100 * h['layers_1_2']:.1f}% | {const} | "
                f"{h.get('distinct_top_words', '-')} |\n")
-    md += "\nFor emoji the hit is a word of the emoji's own name.\n\nToken pyramids (layers 1-3) of the first photos:\n\n"
+    md += "\nFor emoji the hit is a word of the emoji's own name.\n\nToken pyramids (layers 1-3) of the pictured photos:\n\n"
     md += "\n".join(f"- {name}: " + " / ".join(layers) for name, layers in res["pyramids"].items()) + "\n"
     write_md_json(out, md, res)
     write_image(out + "_depths.png", depth_picture(tok, pics, res))
