@@ -84,7 +84,12 @@ class Lens:
             captioner = None
         elif captioner is None or isinstance(captioner, (str, os.PathLike)):  # else a loaded captioner
             name = captioner or ("real" if vision is not None else "scenes")
-            captioner = Captioner.load(name, decode=llm.decode, vision=vision)  # shares the tagger's backbone
+            from backbones.llm.t5 import T5Reader
+
+            # The repo's captioners write SmolLM2 token ids: a T5 reader's tokenizer cannot read them
+            # (decode=None: the captioner loads SmolLM2's on first use).
+            decode = None if isinstance(llm, T5Reader) else llm.decode
+            captioner = Captioner.load(name, decode=decode, vision=vision)  # shares the tagger's backbone
         tagger = attributer = None
         if clip is not None:
             if isinstance(clip, str):

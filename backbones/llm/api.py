@@ -468,7 +468,8 @@ def default_weights(dtype: str = "float32", platform: str | None = None) -> str:
 
 def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weights: str | None = None,
              softmax_plus_one: bool = False, mesh=None) -> FrozenLLM:
-    """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory.
+    """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory
+    (a T5 / Flan-T5 one, config.json model_type "t5", gives a `backbones.llm.t5.T5Reader`).
 
     dtype: compute dtype, 'float32' or 'bfloat16'. weights: storage of the decoder's matrices, 'fp32',
     'bf16' or 'int8' (weight-only, groups of 32 with a scale and offset each, dequantised inside the
@@ -496,6 +497,10 @@ def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weig
         raise FileNotFoundError(f"{name_or_path!r} is neither a named model "
                                 f"({sorted(NAMED_MODELS) + sorted(JOINED_MODELS)}) "
                                 "nor an existing .gguf file / checkpoint directory")
+    if path.is_dir() and hf_model_type(path) == "t5":      # encoder-decoder: backbones/llm/t5.py's reader
+        from backbones.llm.t5 import load_t5
+
+        return load_t5(path, dtype=dtype, weights=weights, mesh=mesh, softmax_plus_one=softmax_plus_one)
     add_bos = False
     if joined or path.is_file():
         if joined:   # all joined models are Gemma 3 so far
