@@ -19,6 +19,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import nnx
 from safetensors.numpy import save_file
@@ -26,12 +27,14 @@ from safetensors.numpy import save_file
 from backbones.weight_files import read_safetensors
 
 from lens import decoding
+from lens.blip import BlipCaptioner, is_blip_dir
 from lens.caption_vocab import BOS, EOS, PAD, UNK, CaptionVocab
 from lens.captioner import CaptionerConfig, CaptionerModel
 from lens.images import prepare_images, rgb_images
 
 DEFAULT_DIR = Path(__file__).parent / "pretrained" / "captioner"
 SHIPPED = {"scenes": DEFAULT_DIR, "real": Path(__file__).parent / "pretrained" / "captioner_real"}
+SAVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
 def _flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -157,8 +160,15 @@ class Captioner:
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | os.PathLike, dtype: str | None = None):
-        """Write captioner.json and params.safetensors; `dtype="float16"` halves the file (loading casts
-        back to float32)."""
+        """Write captioner.json and params.safetensors; `dtype="float16"` (or "bfloat16") halves the file
+        (loading casts back to float32). Other dtypes are refused: an integer cast would wreck the weights."""
+        if dtype is not None:
+            try:
+                dtype = np.dtype(ml_dtypes.bfloat16 if str(dtype) == "bfloat16" else dtype)
+            except TypeError:
+                dtype = str(dtype)
+            if dtype not in SAVE_DTYPES:
+                raise ValueError(f"dtype must be one of {[str(t) for t in SAVE_DTYPES]} (or None: float32), got {dtype}")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         params = _flat_params(self.model)
@@ -173,9 +183,13 @@ class Captioner:
              vision=None) -> "Captioner":
         """A directory written by `train.captioner` (its export/), or a shipped name: "scenes" (the default,
         synthetic scenes from pixels) or "real" (emoji, Tux Paint stamps and scenes, on frozen
-        EfficientNet-Lite features). A folder of that name in the working directory wins over the name."""
+        EfficientNet-Lite features). A folder of that name in the working directory wins over the name.
+        A Hugging Face BLIP directory (config.json with model_type "blip") gives a `lens.blip.BlipCaptioner`,
+        with its own tokenizer and image encoder (`decode` and `vision` are not used)."""
         shipped = isinstance(directory, str) and directory in SHIPPED and not os.path.isdir(directory)
         d = SHIPPED[directory] if shipped else Path(directory) if directory is not None else DEFAULT_DIR
+        if is_blip_dir(d):
+            return BlipCaptioner.load(d)
         spec, weights = d / "captioner.json", d / "params.safetensors"
         if not spec.is_file() or not weights.is_file():
             raise FileNotFoundError(
