@@ -131,7 +131,7 @@ def test_quantize_ramp_and_last_layer_commitment(tiny_cfg, tmp_path):
 
 def _one_step(tmp_path, train=None, **loss):
     """One tiny-config step with `loss` (and `train`) overrides: (logged metrics, the model before
-    the step, the batch's images in [-1, 1], the config)."""
+    the step, the batch's images in [-1, 1], the config, the train state after the step)."""
     cfg = trainlib.load_config(TINY)
     cfg.loss.update(**loss)
     cfg.train.update(**(train or {}))
@@ -143,14 +143,15 @@ def _one_step(tmp_path, train=None, **loss):
     before = _fresh_copy(ts.model)                                 # own buffers: the step donates the state
     x = batch["image"].astype(np.float32) / 127.5 - 1.0
     mesh = trainlib.make_mesh(1)
-    m = trainlib.to_host_scalars(StepFn(ts, cfg, mesh)(trainlib.shard_batch(batch, mesh)))
-    return m, before, x, cfg
+    fn = StepFn(ts, cfg, mesh)
+    m = trainlib.to_host_scalars(fn(trainlib.shard_batch(batch, mesh)))
+    return m, before, x, cfg, fn.state
 
 
 def _entropy_step(tmp_path, **loss):
     """One tiny-config step with `loss` overrides: (logged metrics, the layers' targets before the
     step, the code table, the config)."""
-    m, model, x, cfg = _one_step(tmp_path, **loss)
+    m, model, x, cfg, _ = _one_step(tmp_path, **loss)
     _, _, aux = model.quantize(model.encode(x))
     return m, aux["targets"], model.codes(), cfg
 
@@ -186,11 +187,13 @@ def test_usage_entropy_on_a_subset_of_positions(tmp_path):
 @pytest.mark.fashion_mnist
 def test_random_prefix_decodes_one_drawn_depth_per_image(tmp_path):
     """loss.random_prefix: besides decode_layers, each image is decoded from the prefix of a depth
-    drawn from 1..L-1 with fold_in(fold_in(key(seed), step), RANDOM_PREFIX_STREAM)."""
+    drawn from 1..L-1 with fold_in(fold_in(key(seed), step), RANDOM_PREFIX_STREAM). The same step checks the
+    generator EMA's warm-up: decay min(decay, (1 + t) / (10 + t)), so after the first step the EMA is
+    0.1 x the initial weights + 0.9 x the live ones (a plain 0.99 EMA would still be 99% initial)."""
     from spae.losses import psnr
     from spae.training import RANDOM_PREFIX_STREAM
 
-    m, model, x, cfg = _one_step(tmp_path, random_prefix=True, decode_layers=[4])
+    m, model, x, cfg, after = _one_step(tmp_path, random_prefix=True, decode_layers=[4])
     n, b = len(cfg.model.strides), x.shape[0]
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 0), RANDOM_PREFIX_STREAM)
     depth = np.asarray(jax.random.randint(key, (b,), 1, n))
@@ -203,6 +206,15 @@ def test_random_prefix_decodes_one_drawn_depth_per_image(tmp_path):
     np.testing.assert_allclose(m["psnr_random"], want, rtol=1e-4)
     np.testing.assert_allclose(m[f"psnr_{n}"], full, rtol=1e-4)
     assert "psnr_1" not in m
+
+    from spae.training import ema_decay_at
+
+    np.testing.assert_allclose([float(ema_decay_at(t, 0.999)) for t in (0, 10, 20000)], [0.1, 11 / 20, 0.999],
+                               rtol=1e-6)
+    init = np.asarray(model.decoder.conv_out.kernel[...])
+    live, ema = (np.asarray(d.conv_out.kernel[...]) for d in (after.model.decoder, after.ema_decoder))
+    assert np.abs(live - init).max() > 1e-6
+    np.testing.assert_allclose(ema, 0.1 * init + 0.9 * live, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.fashion_mnist
@@ -254,3 +266,4 @@ def test_decoder_stage_errors(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         TrainState(resolve_config(cfg), np.zeros((cfg.vocab.random_size, cfg.vocab.random_dim), np.float32),
                    rngs=nnx.Rngs(0))
+
