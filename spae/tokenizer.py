@@ -86,7 +86,8 @@ def load_weights(model: SPAE, directory: str, keep_missing: Sequence[str] = ()) 
         raise FileNotFoundError(f"no params.safetensors in {directory}: not an SPAE tokenizer checkpoint "
                                 "(train.spae writes one to <workdir>/export)")
     params = read_safetensors(path)     # CheckpointError naming the file if truncated, mis-sized or non-finite
-    expected = _flat_params(model)
+    expected = {"/".join(str(p) for p in path_): var.get_value()   # arrays, or ShapeDtypeStructs (eval_shape)
+                for path_, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     new = {k for k in set(expected) - set(params) if k.startswith(tuple(keep_missing))}
     expected = {k: v for k, v in expected.items() if k not in new}
     if set(params) != set(expected):
@@ -435,6 +436,21 @@ def resolve_checkpoint(name_or_dir: str | None) -> str:
                             "or give a checkpoint directory written by train.spae")
 
 
+def _abstract_spae(vocab: Vocabulary, mc: ModelConfig) -> SPAE:
+    """The SPAE of `mc` built by nnx.eval_shape (no random init, no per-op compiles), its state that is not
+    a Param (absent from params.safetensors) computed as SPAE.__init__ computes it; load_weights sets the rest."""
+    from spae.codebook import normalize_codebook
+    from spae.semantic_path import WordHead
+    from spae.semantic import imagenet_word_matrix
+
+    model = nnx.eval_shape(lambda: SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0), words=vocab.words))
+    model.codebook.set_value(normalize_codebook(jnp.asarray(vocab.embeddings, jnp.float32), mc.codebook_norm))
+    if isinstance(model.semantic, WordHead):       # word_head_for's rows (specificity=True)
+        rows, _ = imagenet_word_matrix(vocab.words, specificity=True)
+        model.semantic.rows.set_value(jnp.asarray(rows, jnp.int32))
+    return model
+
+
 def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbone=None, mesh=None) -> Tokenizer:
     """Load a tokenizer by shipped name ("photos64", "fmnist32", "scenes64") or checkpoint directory
     (default: "photos64-words", real images at 64 x 64, top words from a frozen ImageNet backbone).
@@ -464,7 +480,11 @@ def load_tokenizer(checkpoint_dir: str | None = None, llm=None, semantic_backbon
             llm = load_llm(v["llm"])
         vocab = Vocabulary.load(vocab_path, llm.embeddings)
     mc = ModelConfig.from_dict(meta["model"])
-    model = SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0), words=vocab.words)
+    model = _abstract_spae(vocab, mc)
     load_weights(model, directory)
+    unset = [path_ for path_, var in nnx.to_flat_state(nnx.state(model))
+             if isinstance(var.get_value(), jax.ShapeDtypeStruct)]
+    if unset:
+        raise ValueError(f"checkpoint {directory}: model state not set on load: {unset[:5]}")
     return Tokenizer(model, vocab, prep=meta["data"].get("prep", "resize"), name=os.path.basename(directory.rstrip("/")),
                      semantic_backbone=semantic_backbone, mesh=mesh)

@@ -11,6 +11,7 @@ import glob
 import importlib.util
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -102,13 +103,17 @@ def _fold(sd: dict[str, np.ndarray], conv: str, bn: str, eps: float) -> tuple[np
 
 
 def _set(conv: Conv, kernel: np.ndarray, bias: np.ndarray) -> None:
-    conv.kernel[...] = jnp.asarray(kernel, jnp.float32)
-    conv.bias[...] = jnp.asarray(bias, jnp.float32)
+    # Replace the (abstract) values outright: the model is built by nnx.eval_shape.
+    conv.kernel.set_value(jnp.asarray(kernel, jnp.float32))
+    conv.bias.set_value(jnp.asarray(bias, jnp.float32))
 
 
 def build_model(sd: dict[str, np.ndarray], cfg: EfficientNetLiteConfig) -> EfficientNetLite:
-    """A checkpoint's state dict (already checked against `cfg`) -> the folded NNX model."""
-    model = EfficientNetLite(cfg, rngs=nnx.Rngs(0))
+    """A checkpoint's state dict (already checked against `cfg`) -> the folded NNX model.
+
+    The model is built abstractly (nnx.eval_shape: shapes only, no random init, no compiles) and
+    every parameter is then set from the checkpoint; a parameter left unset raises."""
+    model = nnx.eval_shape(lambda: EfficientNetLite(cfg, rngs=nnx.Rngs(0)))
     eps = cfg.bn_eps
     _set(model.stem, *_fold(sd, "_conv_stem", "_bn0", eps))
     for i, block in enumerate(model.blocks):
@@ -118,8 +123,11 @@ def build_model(sd: dict[str, np.ndarray], cfg: EfficientNetLiteConfig) -> Effic
         _set(block.depthwise, *_fold(sd, p + "_depthwise_conv", p + "_bn1", eps))
         _set(block.project, *_fold(sd, p + "_project_conv", p + "_bn2", eps))
     _set(model.head, *_fold(sd, "_conv_head", "_bn1", eps))
-    model.fc.kernel[...] = jnp.asarray(sd["_fc.weight"].T, jnp.float32)   # (head, N)
-    model.fc.bias[...] = jnp.asarray(sd["_fc.bias"], jnp.float32)
+    model.fc.kernel.set_value(jnp.asarray(sd["_fc.weight"].T, jnp.float32))   # (head, N)
+    model.fc.bias.set_value(jnp.asarray(sd["_fc.bias"], jnp.float32))
+    unset = [k for k, v in nnx.to_flat_state(nnx.state(model)) if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    if unset:
+        raise RuntimeError(f"EfficientNet-Lite parameters not set from the checkpoint: {unset[:5]}")
     return model
 
 
