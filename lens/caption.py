@@ -6,8 +6,9 @@
     cap.sample(images, n=5)        -> list[list[str]]  # top-k sampling, N "intensive" captions
     cap.caption(features=feats)    -> list[str]  # a features captioner, from precomputed backbone features
 
-Detokenising needs the LLM's tokenizer: pass `decode=llm.decode` (or any ids -> str); by
-default the LLM is loaded with `backbones.load_llm()` on first use.
+Detokenising needs the tokenizer of the LLM whose ids the captioner writes (`cap.llm_name`, its
+metadata's `llm`: SmolLM2 for the shipped ones): pass `decode=llm.decode` of that LLM (or any
+ids -> str); by default that tokenizer alone is read (`load_llm_tokenizer`) on first use.
 """
 from __future__ import annotations
 
@@ -43,10 +44,15 @@ def _flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}
 
 
-def _default_decode():
-    from backbones import load_llm
+DEFAULT_LLM = "smollm2-135m"     # the LLM of a captioner whose metadata names none
 
-    return load_llm("smollm2-135m").decode
+
+def _default_decode(llm_name: str = DEFAULT_LLM) -> Callable[[list[int]], str]:
+    """FrozenLLM.decode of `llm_name`, from its tokenizer alone (the weights are not read)."""
+    from backbones.llm.api import load_llm_tokenizer
+
+    tokenizer = load_llm_tokenizer(llm_name)
+    return lambda ids: tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
 class Captioner:
@@ -67,9 +73,14 @@ class Captioner:
         return self.model.cfg
 
     @property
+    def llm_name(self) -> str:
+        """The LLM whose token ids this captioner writes (its metadata's `llm`)."""
+        return self.meta.get("llm") or DEFAULT_LLM
+
+    @property
     def decode_fn(self) -> Callable[[list[int]], str]:
         if self._decode is None:
-            self._decode = _default_decode()
+            self._decode = _default_decode(self.llm_name)
         return self._decode
 
     @property

@@ -84,12 +84,12 @@ class Lens:
             captioner = None
         elif captioner is None or isinstance(captioner, (str, os.PathLike)):  # else a loaded captioner
             name = captioner or ("real" if vision is not None else "scenes")
-            from backbones.llm.t5 import T5Reader
-
-            # The repo's captioners write SmolLM2 token ids: a T5 reader's tokenizer cannot read them
-            # (decode=None: the captioner loads SmolLM2's on first use).
-            decode = None if isinstance(llm, T5Reader) else llm.decode
-            captioner = Captioner.load(name, decode=decode, vision=vision)  # shares the tagger's backbone
+            captioner = Captioner.load(name, vision=vision)  # shares the tagger's backbone
+            # A captioner's ids are those of the LLM its metadata names (SmolLM2 for the shipped ones): the
+            # reader's decode reads them only when the reader is that LLM; else the captioner reads that
+            # LLM's tokenizer alone on first use.
+            if isinstance(captioner, Captioner) and getattr(llm, "name", None) == captioner.llm_name:
+                captioner._decode = llm.decode
         tagger = attributer = None
         if clip is not None:
             if isinstance(clip, str):

@@ -95,6 +95,40 @@ def test_shipped_captioner_states_only_true_facts(captioner, scenes_test):
     assert all(1 <= len(s) <= 5 and all(isinstance(t, str) and t for t in s) for s in samples)
 
 
+def test_captions_decode_with_the_captioners_own_tokenizer_whatever_the_reader(scenes_test):
+    """The shipped captioner writes SmolLM2 ids (its metadata: llm smollm2-135m). A reader of another LLM
+    (stand-ins here, named as Gemma 3 or unnamed, with their own decode) must not detokenise them: the
+    captions are the same text as with a SmolLM2 reader, whose decode is the one used then."""
+    from backbones.llm.api import load_llm_tokenizer
+    from lens.pipeline import Lens
+
+    smol = load_llm_tokenizer("smollm2-135m")      # the tokenizer alone, not the weights
+
+    class Reader:
+        def __init__(self, name, decode):
+            self.name, self._decode, self.calls = name, decode, 0
+
+        def decode(self, ids):
+            self.calls += 1
+            return self._decode(ids)
+
+    smollm2 = Reader("smollm2-135m", lambda ids: smol.decode([int(i) for i in ids], skip_special_tokens=False))
+    others = [Reader("gemma3-270m", lambda ids: "<gemma:" + ",".join(map(str, ids)) + ">"),
+              Reader(None, lambda ids: "wrong tokenizer")]
+    seqs = None
+    captions = {}
+    for reader in [smollm2, *others]:
+        cap = Lens.load(llm=reader, clip=None, captioner="scenes").captioner
+        assert cap.llm_name == "smollm2-135m"
+        if seqs is None:   # the ids once (each captioner compiles its own search); caption() detokenises so
+            seqs, _ = cap.beam_ids(scenes_test.images[:3], beam=1)
+        captions[reader.name] = [cap.vocab.detokenize(s, cap.decode_fn) for s in seqs]
+    assert smollm2.calls == len(seqs) and all(r.calls == 0 for r in others)
+    assert all(captions[r.name] == captions["smollm2-135m"] for r in others), captions
+    assert all(any(c in p for c in ("red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink"))
+               for p in captions["smollm2-135m"]), captions
+
+
 def test_pipeline_with_stub_tagger(llm, captioner, scenes_test):
     from lens.pipeline import Lens
     from lens.tagging import VocabScorer

@@ -37,6 +37,15 @@ def test_loaded_shapes_match_the_published_architecture(smollm2):
     assert smollm2.token_strings[smollm2.encode(" Paris")[0]] == " Paris"
 
 
+def test_tokenizer_alone_is_the_loaded_llms(smollm2):
+    from backbones.llm.api import load_llm_tokenizer
+
+    tok = load_llm_tokenizer("smollm2-135m")      # from the GGUF's metadata, no weights read
+    assert tok.to_str() == smollm2.tokenizer.to_str()
+    ids = list(range(0, smollm2.config.vocab_size, 97)) + smollm2.encode(" a red circle on a blue square")
+    assert tok.decode(ids, skip_special_tokens=False) == smollm2.decode(ids)
+
+
 @pytest.mark.parametrize("text", PROMPTS)
 def test_tokenizer_equals_reference(smollm2, reference, text):
     _, tok, _ = reference

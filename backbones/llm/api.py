@@ -466,6 +466,23 @@ def default_weights(dtype: str = "float32", platform: str | None = None) -> str:
     return "int8-lossless" if (platform or jax.default_backend()) == "cpu" else "fp32"
 
 
+def load_llm_tokenizer(name_or_path: str = "smollm2-135m") -> Tokenizer:
+    """The tokenizer `load_llm(name_or_path).tokenizer` has, without reading the weights: from a named model's
+    or a .gguf file's metadata (memory-mapped: no tensor is read or dequantised), or a checkpoint
+    directory's tokenizer.json."""
+    from backbones.llm.gguf_file import read_gguf_fast
+
+    if name_or_path in JOINED_MODELS:
+        return tokenizer_from_gguf(read_gguf_fast(JOINED_MODELS[name_or_path](), name=name_or_path)[0])
+    path = named_model_path(name_or_path) if name_or_path in NAMED_MODELS else Path(name_or_path)
+    if path.is_dir():
+        return tokenizer_from_file(path / "tokenizer.json")
+    if path.is_file():
+        return tokenizer_from_gguf(read_gguf_fast(path)[0])
+    raise FileNotFoundError(f"{name_or_path!r} is neither a named model ({sorted(NAMED_MODELS) + sorted(JOINED_MODELS)}) "
+                            "nor an existing .gguf file / checkpoint directory")
+
+
 def load_llm(name_or_path: str = "smollm2-135m", *, dtype: str = "float32", weights: str | None = None,
              softmax_plus_one: bool = False, mesh=None) -> FrozenLLM:
     """Load the frozen LLM: a named offline model, a .gguf file, or a HF checkpoint directory
