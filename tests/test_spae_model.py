@@ -180,3 +180,27 @@ def test_code_projection_starts_as_scaled_pca_and_trains_while_the_table_stays_f
     np.testing.assert_array_equal(np.asarray(model.codebook[...]), table)
     with pytest.raises(ValueError, match="code_dim"):
         SPAE(table, ModelConfig(image_size=16, channels=1, ch=8, strides=(4, 2, 1), code_dim=99), rngs=nnx.Rngs(0))
+
+
+def test_patch_folds_pixel_blocks_into_channels_and_back():
+    """model.patch = p: the encoder sees each p x p block's pixels as p*p*C channels (pixel (i, j) of the
+    block at channel (i*p + j)*C + c) and the decoder's last conv writes them back, so the latent grid
+    is S / (p 2^(len(ch_mult)-1)) and decode(encode(x)) has x's shape."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from spae.model import SPAE, ModelConfig, depth_to_space, space_to_depth
+
+    x = jnp.arange(2 * 8 * 8 * 3, dtype=jnp.float32).reshape(2, 8, 8, 3)
+    folded = space_to_depth(x, 4)
+    assert folded.shape == (2, 2, 2, 48)
+    np.testing.assert_array_equal(folded[1, 1, 0, (2 * 4 + 3) * 3 + 1], x[1, 4 + 2, 0 + 3, 1])
+    np.testing.assert_array_equal(depth_to_space(folded, 4), x)
+    cfg = ModelConfig(image_size=16, channels=3, ch=16, ch_mult=(1, 2), patch=2, strides=(4, 2, 1), code_dim=8)
+    assert cfg.factor == 4 and cfg.grid == 4
+    table = np.random.default_rng(0).normal(size=(64, 24)).astype(np.float32)
+    model = SPAE(table, cfg, rngs=nnx.Rngs(0))
+    y, ids, _, _ = model(jnp.zeros((2, 16, 16, 3)))
+    assert y.shape == (2, 16, 16, 3) and [i.shape for i in ids] == [(2, 1, 1), (2, 2, 2), (2, 4, 4)]
+    with pytest.raises(ValueError, match="patch"):
+        SPAE(table, ModelConfig(image_size=16, channels=3, patch=0, code_dim=8), rngs=nnx.Rngs(0))
