@@ -7,8 +7,9 @@ Linear on its pooled features; the features of every training image are computed
 (WORKDIR/features). The text side is a small causal Transformer over the frozen LLM's token
 embeddings. Batches mix emoji (Noto and Twemoji; Fluent is held out), Tux Paint stamps, Fashion-MNIST
 prompts, synthetic scenes and the backbone classifier's rows named by ImageNet class names and their
-WordNet hypernyms (`train/lit_data.py`). Orbax checkpoints make a re-run resume exactly; the end
-writes WORKDIR/export (`load_clip(WORKDIR/export)`).
+WordNet hypernyms (`train/lit_data.py`), each class name in a source's fixed templates or, with
+data.templates="many", in a random one of `train/lit_templates.py`'s training templates. Orbax
+checkpoints make a re-run resume exactly; the end writes WORKDIR/export (`load_clip(WORKDIR/export)`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from backbones.clip.llm_text import llm_token_assets
 from backbones.clip.losses import LOSSES
 from backbones.clip.model import CLIP, FEATURE_STATS, l2_normalize
 from backbones.clip.tokenizer import llm_tokenizer
-from train import lit_data, trainlib
+from train import lit_data, lit_templates, trainlib
 
 LIT_NOTE = ("LiT: the frozen ImageNet EfficientNet-Lite image tower with a trained head, and a text tower trained "
             "here on emoji, Tux Paint, Fashion-MNIST, scenes and ImageNet class names; not OpenAI CLIP")
@@ -143,7 +144,8 @@ def run(cfg, args):
     out = os.path.join(args.workdir, "export")
     loaders.save_own(model, out, tokenizer.spec(), extra={
         "note": LIT_NOTE, "trained_by": "train.lit", "train_config": cfg.to_dict(),
-        "train_wall_s_this_run": round(time.time() - t0, 1), "sources": json.loads(lit_data.describe(sources))})
+        "train_wall_s_this_run": round(time.time() - t0, 1), "sources": json.loads(lit_data.describe(sources)),
+        "templates": lit_templates.describe(cfg.data.get("templates", "fixed"))})
     loaders.save_known_words(out, texts)
     print(f"exported to {out}")
     return out

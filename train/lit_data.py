@@ -11,6 +11,13 @@ one Tux Paint caption). Scene captions are their own groups (the text drawn deci
 directions in feature space that name ImageNet classes and (averaged over their subtrees) WordNet
 hypernyms; the model maps them with `CLIP.encode_directions`. Batches are drawn from
 (seed, step) alone, so a resumed run draws the same batches.
+
+Class names go into text through templates (`train/lit_templates.py`, cfg.data.templates): "fixed"
+(the shipped model) writes each name in each of a source's few fixed templates (IMAGENET_TEMPLATES,
+TUXPAINT_TEMPLATES, backbones.clip.evaluate.FMNIST_TEMPLATES); "many" puts each name, per drawn
+example, in one of the 24 training templates drawn at random, and adds the emoji's CLDR name so
+templated as one more choice beside their own captions. Scene captions are sentences and stay as
+they are.
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import os
 
 import numpy as np
 
+from train import lit_templates
+
 IMAGENET_TEMPLATES = ("a photo of a {}.", "{}", "a picture of a {}.", "an image of a {}.")
 TUXPAINT_TEMPLATES = ("{}", "a photo of a {}.", "a picture of a {}.")
 
@@ -29,7 +38,8 @@ TUXPAINT_TEMPLATES = ("{}", "a photo of a {}.", "a picture of a {}.")
 class PairSource:
     name: str
     features: np.ndarray              # (N, F) float32 backbone features, or (N, F) classifier directions
-    texts: list[list[str]]            # per item, the texts that describe it
+    texts: list[list]                 # per item, the texts that describe it: each a str, or a tuple of
+                                      # wordings of which one is drawn (a name in random templates)
     groups: list[str] | None          # per item, its positive group; None: group by the drawn text
     directions: bool = False          # rows are classifier directions (encode_directions), not features
 
@@ -56,21 +66,25 @@ def cached_features(backbone, images: np.ndarray, workdir: str, key: str) -> np.
     return feats
 
 
-def emoji_source(cfg, backbone, workdir) -> PairSource:
+def emoji_source(cfg, backbone, workdir, templates: str = "fixed") -> PairSource:
+    """Emoji train concepts with their captions; templates="many" adds the CLDR name in random training
+    templates as one more choice."""
     from visiondata import emoji
 
     feats, texts, groups = [], [], []
     for style in cfg.styles:
         ds = emoji.load(style=style, split="train", size=cfg.size)
         feats.append(cached_features(backbone, ds.images, workdir, f"emoji-{style}"))
-        texts += [emoji.captions_for(c) for c in ds.concepts]
+        texts += [emoji.captions_for(c) + ([lit_templates.templated(n)] if templates == "many" else [])
+                  for c, n in zip(ds.concepts, ds.names)]
         groups += [f"emoji:{c}" for c in ds.concepts]
     return PairSource("emoji", np.concatenate(feats), texts, groups)
 
 
-def tuxpaint_source(cfg, backbone, workdir, by: str = "name") -> PairSource:
+def tuxpaint_source(cfg, backbone, workdir, by: str = "name", templates: str = "fixed") -> PairSource:
     """Tux Paint training stamps named by their caption and name (`by="name"`: one group per stamp name),
-    or by their category folder (`by="category"`: "animals", "town", ...; one group per category)."""
+    or by their category folder (`by="category"`: "animals", "town", ...; one group per category);
+    names in TUXPAINT_TEMPLATES or random training templates (`templates`, lit_templates.name_texts)."""
     from visiondata import tuxpaint
 
     feats, texts, groups = [], [], []
@@ -78,15 +92,16 @@ def tuxpaint_source(cfg, backbone, workdir, by: str = "name") -> PairSource:
         ts = tuxpaint.load(split="train", size=cfg.size, background=background, seed=0)
         feats.append(cached_features(backbone, ts.images, workdir, f"tuxpaint-{background}"))
         if by == "category":
-            texts += [[t.format(c) for t in TUXPAINT_TEMPLATES] for c in ts.categories]
+            texts += [lit_templates.name_texts([c], TUXPAINT_TEMPLATES, templates) for c in ts.categories]
             groups += [f"tuxcat:{c}" for c in ts.categories]
         else:
-            texts += [[cap] + [t.format(n) for t in TUXPAINT_TEMPLATES] for cap, n in zip(ts.captions, ts.names)]
+            texts += [[cap] + lit_templates.name_texts([n], TUXPAINT_TEMPLATES, templates)
+                      for cap, n in zip(ts.captions, ts.names)]
             groups += [f"tux:{n}" for n in ts.names]
     return PairSource("tuxpaint" if by == "name" else "tuxpaint_categories", np.concatenate(feats), texts, groups)
 
 
-def fmnist_source(cfg, backbone, workdir) -> PairSource:
+def fmnist_source(cfg, backbone, workdir, templates: str = "fixed") -> PairSource:
     from backbones.clip.evaluate import FMNIST_TEMPLATES
     from visiondata import fashion_mnist
 
@@ -94,7 +109,7 @@ def fmnist_source(cfg, backbone, workdir) -> PairSource:
     x, y = x[: cfg.limit], y[: cfg.limit]
     names = [list(fashion_mnist.CLASS_ALIASES[c]) if cfg.aliases else [c] for c in fashion_mnist.CLASS_NAMES]
     feats = cached_features(backbone, fashion_mnist.to_rgb(x, cfg.size), workdir, "fmnist")
-    per_class = [[t.format(n) for n in ns for t in FMNIST_TEMPLATES] for ns in names]
+    per_class = [lit_templates.name_texts(ns, FMNIST_TEMPLATES, templates) for ns in names]
     return PairSource("fmnist", feats, [per_class[c] for c in y], [f"fmnist:{c}" for c in y])
 
 
@@ -106,7 +121,7 @@ def scenes_source(cfg, backbone, workdir, seed: int) -> PairSource:
                       None)
 
 
-def imagenet_source(backbone, min_classes: int = 2) -> PairSource:
+def imagenet_source(backbone, min_classes: int = 2, templates: str = "fixed") -> PairSource:
     """Classifier rows w_c (named by each class's lemmas) and, per WordNet hypernym with at least
     `min_classes` classes below it, the normalised mean of their unit rows (named by the hypernym)."""
     from backbones.vision import imagenet
@@ -116,7 +131,7 @@ def imagenet_source(backbone, min_classes: int = 2) -> PairSource:
     rows, texts, groups = list(w), [], []
     for c, lemmas in enumerate(imagenet.lemmas()):
         names = list(dict.fromkeys([imagenet.class_names()[c]] + lemmas))
-        texts.append([t.format(n) for n in names for t in IMAGENET_TEMPLATES])
+        texts.append(lit_templates.name_texts(names, IMAGENET_TEMPLATES, templates))
         groups.append(f"in:{imagenet.synset_ids()[c]}")
     below: dict[str, list[int]] = {}
     for c in range(len(w)):
@@ -128,7 +143,7 @@ def imagenet_source(backbone, min_classes: int = 2) -> PairSource:
             continue
         m = unit[members].mean(0)
         rows.append(m / np.linalg.norm(m) * np.linalg.norm(w, axis=1).mean())
-        texts.append([t.format(name) for t in IMAGENET_TEMPLATES])
+        texts.append(lit_templates.name_texts([name], IMAGENET_TEMPLATES, templates))
         groups.append(f"in:{s}")
     return PairSource("imagenet", np.stack(rows).astype(np.float32), texts, groups, directions=True)
 
@@ -136,13 +151,16 @@ def imagenet_source(backbone, min_classes: int = 2) -> PairSource:
 def build_sources(cfg, backbone, workdir: str) -> dict[str, PairSource]:
     """The sources named in cfg.data.batch with a positive batch share."""
     d, out = cfg.data, {}
+    tm = d.get("templates", "fixed")
+    if tm not in lit_templates.MODES:
+        raise ValueError(f"data.templates={tm!r}: choose from {lit_templates.MODES}")
     builders = {
-        "emoji": lambda: emoji_source(d.emoji, backbone, workdir),
-        "tuxpaint": lambda: tuxpaint_source(d.tuxpaint, backbone, workdir),
-        "tuxpaint_categories": lambda: tuxpaint_source(d.tuxpaint, backbone, workdir, by="category"),
-        "fmnist": lambda: fmnist_source(d.fmnist, backbone, workdir),
+        "emoji": lambda: emoji_source(d.emoji, backbone, workdir, templates=tm),
+        "tuxpaint": lambda: tuxpaint_source(d.tuxpaint, backbone, workdir, templates=tm),
+        "tuxpaint_categories": lambda: tuxpaint_source(d.tuxpaint, backbone, workdir, by="category", templates=tm),
+        "fmnist": lambda: fmnist_source(d.fmnist, backbone, workdir, templates=tm),
         "scenes": lambda: scenes_source(d.scenes, backbone, workdir, cfg.seed),
-        "imagenet": lambda: imagenet_source(backbone),
+        "imagenet": lambda: imagenet_source(backbone, templates=tm),
     }
     for name, share in d.batch.items():
         if name not in builders:
@@ -153,8 +171,17 @@ def build_sources(cfg, backbone, workdir: str) -> dict[str, PairSource]:
 
 
 def all_texts(sources: dict[str, PairSource]) -> list[str]:
-    """Every training text once, sorted: the token matrix rows."""
-    return sorted({t for s in sources.values() for ts in s.texts for t in ts})
+    """Every training text once (every wording of a tuple choice too), sorted: the token matrix rows."""
+    return sorted({w for s in sources.values() for ts in s.texts for t in ts
+                   for w in (t if isinstance(t, tuple) else (t,))})
+
+
+def pick_text(options: list, rng: np.random.Generator) -> str:
+    """One text of an item: a choice drawn uniformly from `options`; a tuple choice (a name in every
+    training template) then draws its wording uniformly. Options of plain strings take one draw, as
+    the shipped model's batches did."""
+    o = options[rng.integers(0, len(options))]
+    return o[rng.integers(0, len(o))] if isinstance(o, tuple) else o
 
 
 def draw_batch(sources: dict[str, PairSource], shares: dict, step: int, seed: int, text_index: dict) -> dict:
@@ -164,7 +191,7 @@ def draw_batch(sources: dict[str, PairSource], shares: dict, step: int, seed: in
     for name in sorted(sources):
         src, n = sources[name], shares[name]
         idx = rng.integers(0, len(src), n)
-        picks = [src.texts[i][rng.integers(0, len(src.texts[i]))] for i in idx]
+        picks = [pick_text(src.texts[i], rng) for i in idx]
         groups = [src.groups[i] if src.groups else f"text:{t}" for i, t in zip(idx, picks)]
         (dirs if src.directions else feats).append(src.features[idx])
         (groups_d if src.directions else groups_f).extend(groups)
