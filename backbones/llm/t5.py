@@ -40,6 +40,7 @@ from flax import nnx
 from tokenizers import Tokenizer
 
 from backbones.llm.model import KVCache, attention_weights, rms_norm, scan_layers
+from backbones.llm.tokenizer import TokenText
 from backbones.weight_files import CheckpointError
 
 ACTIVATIONS = {
@@ -270,7 +271,7 @@ def _bucket(n: int, step: int) -> int:
     return max(step, -(-n // step) * step)
 
 
-class T5Reader:
+class T5Reader(TokenText):  # encode: ids without the </s> that encoder inputs and targets end with
     """A frozen T5 / Flan-T5 with its tokenizer, behind FrozenLLM's methods (see the module doc)."""
 
     def __init__(self, model: T5, tokenizer: Tokenizer, *, name: str = "t5", weights: str = "fp32"):
@@ -285,20 +286,7 @@ class T5Reader:
         if vocab > self.config.vocab_size:
             raise ValueError(f"tokenizer has {vocab} tokens but the model only {self.config.vocab_size}")
 
-    # ------------------------------------------------------------------------------- text
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without the </s> that the encoder input and the targets end with."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes a str, got {type(text).__name__}")
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
-        if bad:
-            raise ValueError(f"token ids out of range [0, {self.config.vocab_size}): {bad[:5]}")
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
-
+    # ------------------------------------------------------------------------------- text (encode, decode: TokenText)
     @functools.cached_property
     def token_strings(self) -> list[str]:
         return [self.tokenizer.decode([i], skip_special_tokens=False) for i in range(self.config.vocab_size)]

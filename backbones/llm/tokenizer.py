@@ -144,3 +144,21 @@ class ChatTemplate:
 def read_hf_tokenizer_config(directory: Path) -> dict:
     path = directory / "tokenizer_config.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class TokenText:
+    """encode / decode through `self.tokenizer` (a `tokenizers.Tokenizer`), with ids checked against
+    `self.config.vocab_size`: the text side that the decoder LLM (FrozenLLM) and the T5 reader share."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.config.vocab_size]
+        if bad:
+            raise ValueError(f"token ids out of range [0, {self.config.vocab_size}): {bad[:5]}")
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
