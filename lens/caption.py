@@ -191,12 +191,14 @@ class Captioner:
 
     @classmethod
     def load(cls, directory: str | os.PathLike | None = None, decode: Callable[[list[int]], str] | None = None,
-             vision=None) -> "Captioner":
+             vision=None, reader=None) -> "Captioner":
         """A directory written by `train.captioner` (its export/), or a shipped name: "scenes" (the default,
         synthetic scenes from pixels) or "real" (emoji, Tux Paint stamps and scenes, on frozen
         EfficientNet-Lite features). A folder of that name in the working directory wins over the name.
         A Hugging Face BLIP directory (config.json with model_type "blip") gives a `lens.blip.BlipCaptioner`,
-        with its own tokenizer and image encoder (`decode` and `vision` are not used)."""
+        with its own tokenizer and image encoder (`decode`, `vision` and `reader` are not used).
+        `reader`: a loaded LLM whose decode is reused when it is the LLM whose ids this captioner writes
+        (same name as `llm_name`); otherwise that LLM's tokenizer alone is read on first use."""
         shipped = isinstance(directory, str) and directory in SHIPPED and not os.path.isdir(directory)
         d = SHIPPED[directory] if shipped else Path(directory) if directory is not None else DEFAULT_DIR
         if is_blip_dir(d):
@@ -224,4 +226,7 @@ class Captioner:
         values = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n], leaf.dtype)
                                                         for (_, leaf), n in zip(leaves, names)])
         nnx.update(model, values)
-        return cls(model, CaptionVocab(meta["llm_ids"]), decode, meta.get("meta"), vision=vision)
+        cap = cls(model, CaptionVocab(meta["llm_ids"]), decode, meta.get("meta"), vision=vision)
+        if decode is None and reader is not None and getattr(reader, "name", None) == cap.llm_name:
+            cap._decode = reader.decode
+        return cap

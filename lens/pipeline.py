@@ -84,12 +84,8 @@ class Lens:
             captioner = None
         elif captioner is None or isinstance(captioner, (str, os.PathLike)):  # else a loaded captioner
             name = captioner or ("real" if vision is not None else "scenes")
-            captioner = Captioner.load(name, vision=vision)  # shares the tagger's backbone
-            # A captioner's ids are those of the LLM its metadata names (SmolLM2 for the shipped ones): the
-            # reader's decode reads them only when the reader is that LLM; else the captioner reads that
-            # LLM's tokenizer alone on first use.
-            if isinstance(captioner, Captioner) and getattr(llm, "name", None) == captioner.llm_name:
-                captioner._decode = llm.decode
+            # shares the tagger's backbone; the reader's decode only where the captioner's ids are its ids
+            captioner = Captioner.load(name, vision=vision, reader=llm)
         tagger = attributer = None
         if clip is not None:
             if isinstance(clip, str):
