@@ -140,14 +140,6 @@ class FrozenLLM(TokenText):
             return [self.bos_id] + ids
         return ids
 
-    def _as_ids(self, prompt: str | Sequence[int]) -> list[int]:
-        if isinstance(prompt, str):
-            return self.encode(prompt)
-        ids = [int(i) for i in prompt]
-        if any(not 0 <= i < self.config.vocab_size for i in ids):
-            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
-        return ids
-
     def logits(self, ids: Sequence[int] | str) -> np.ndarray:
         """Next-token logits at every position: (T, V) float32."""
         ids = self._as_ids(ids)

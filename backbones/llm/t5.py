@@ -302,14 +302,6 @@ class T5Reader(TokenText):  # encode: ids without the </s> that encoder inputs a
         """T5 has no chat template: a message is its own prompt (a list of messages: their contents)."""
         return message if isinstance(message, str) else "\n".join(m["content"] for m in message)
 
-    def _as_ids(self, x: str | Sequence[int]) -> list[int]:
-        if isinstance(x, str):
-            return self.encode(x)
-        ids = [int(i) for i in x]
-        if any(not 0 <= i < self.config.vocab_size for i in ids):
-            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
-        return ids
-
     def _with_eos(self, ids: list[int]) -> list[int]:
         return ids if ids and ids[-1] == self.eos_id else ids + [self.eos_id]
 

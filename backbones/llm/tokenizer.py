@@ -147,7 +147,7 @@ def read_hf_tokenizer_config(directory: Path) -> dict:
 
 
 class TokenText:
-    """encode / decode through `self.tokenizer` (a `tokenizers.Tokenizer`), with ids checked against
+    """encode / decode (and prompts as ids) through `self.tokenizer` (a `tokenizers.Tokenizer`), ids checked against
     `self.config.vocab_size`: the text side that the decoder LLM (FrozenLLM) and the T5 reader share."""
 
     def encode(self, text: str) -> list[int]:
@@ -162,3 +162,12 @@ class TokenText:
         if bad:
             raise ValueError(f"token ids out of range [0, {self.config.vocab_size}): {bad[:5]}")
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special)
+
+    def _as_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        """A prompt as token ids: a str is encoded, ids are checked against the vocabulary."""
+        if isinstance(prompt, str):
+            return self.encode(prompt)
+        ids = [int(i) for i in prompt]
+        if any(not 0 <= i < self.config.vocab_size for i in ids):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
+        return ids
