@@ -440,14 +440,12 @@ def _abstract_spae(vocab: Vocabulary, mc: ModelConfig) -> SPAE:
     """The SPAE of `mc` built by nnx.eval_shape (no random init, no per-op compiles), its state that is not
     a Param (absent from params.safetensors) computed as SPAE.__init__ computes it; load_weights sets the rest."""
     from spae.codebook import normalize_codebook
-    from spae.semantic_path import WordHead
-    from spae.semantic import imagenet_word_matrix
+    from spae.semantic_path import WordHead, word_head_for
 
     model = nnx.eval_shape(lambda: SPAE(vocab.embeddings, mc, rngs=nnx.Rngs(0), words=vocab.words))
     model.codebook.set_value(normalize_codebook(jnp.asarray(vocab.embeddings, jnp.float32), mc.codebook_norm))
-    if isinstance(model.semantic, WordHead):       # word_head_for's rows (specificity=True)
-        rows, _ = imagenet_word_matrix(vocab.words, specificity=True)
-        model.semantic.rows.set_value(jnp.asarray(rows, jnp.int32))
+    if isinstance(model.semantic, WordHead):       # the rows SPAE.__init__'s word_head_for gives
+        model.semantic.rows.set_value(word_head_for(vocab.words, model.semantic.shapes).rows[...])
     return model
 
 
